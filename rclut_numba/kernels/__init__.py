@@ -1,0 +1,4 @@
+"""numba kernels: they compute and trust their inputs; ``rclut_numba.engine`` validates and converts.
+
+Compile options are decided once, in :mod:`rclut_numba.kernels.options`.
+"""

@@ -1,0 +1,244 @@
+"""ModelSpec: the one description of a LUT super-resolution model.
+
+SR-LUT, MuLUT-SDY-X2, RC-LUT and RC on SR-LUT/MuLUT are all instances of the same
+structure: a scale, a sampling interval and a list of cascaded stages, each stage a list of
+branches.  A branch optionally starts with an RC window (N x N, N odd) and then reads an input
+pattern: four pixels (S, D or Y, a 4D LUT, interpolated) or one pixel ("1", a 1D LUT with 256
+exact entries).  Every stage but the last has one output per branch; the last has scale**2.
+
+The arithmetic every implementation shares (engine, slow reference, torch LUT forward):
+
+* Rotation ensemble: each branch is evaluated on the 4 quarter-turn rotations of its input
+  (``numpy.rot90(x, r)``); patterns read bottom/right with edge replication in that frame.
+* A 4D LUT lookup is 4-simplex interpolation with integer weights summing to ``interval``;
+  a 1D LUT lookup is the exact entry times ``interval`` (same units).
+* All weighted entries of a stage (branches x rotations) are summed exactly into ``acc``.
+* Between stages: ``x = round(clip(acc / (interval * 4 * branches) + 127, 0, 255))``.
+* Last stage: ``y = round(clip(acc / (interval * branches), 0, 255))``.
+* ``round`` is round-half-to-even of the exact rational value.
+* An RC window turns its N*N pixels into ``q = #{k : sum_p table[p, pixel_p] >= thr[k]}``
+  (int32 tables, 255 sorted int64 thresholds, so q is 0..255); the pattern then reads q
+  exactly as it would read the image.  Table row ``p = N*i + j`` is the pixel at offset
+  ``(i - N//2, j - N//2)`` from the centre, in the rotated frame; the window is edge-padded.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FORMAT_VERSION = 1
+
+# (row, col) offsets of the pattern pixels from the anchor, in the (rotated) image frame.
+PATTERN_OFFSETS: dict[str, tuple[tuple[int, int], ...]] = {
+    "S": ((0, 0), (0, 1), (1, 0), (1, 1)),
+    "D": ((0, 0), (0, 2), (2, 0), (2, 2)),
+    "Y": ((0, 0), (1, 1), (1, 2), (2, 1)),
+    "1": ((0, 0),),
+}
+ALLOWED_INTERVALS = (4, 8, 16, 32, 64, 128)
+MAX_RC_WINDOW = 15
+
+
+class SpecError(ValueError):
+    """A model description that cannot be run; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Branch:
+    pattern: str
+    rc: int = 0  # RC window size N (odd); 0 = the pattern reads the stage input directly
+
+    def __post_init__(self):
+        if self.pattern not in PATTERN_OFFSETS:
+            raise SpecError(f"unknown pattern {self.pattern!r}; expected one of "
+                            f"{', '.join(PATTERN_OFFSETS)}")
+        if not isinstance(self.rc, int) or isinstance(self.rc, bool):
+            raise SpecError(f"rc must be an integer, got {self.rc!r}")
+        if self.rc and (self.rc < 1 or self.rc % 2 == 0 or self.rc > MAX_RC_WINDOW):
+            raise SpecError(f"rc window must be an odd size 1..{MAX_RC_WINDOW} (or 0 for none), "
+                            f"got {self.rc}")
+
+    @property
+    def n_inputs(self) -> int:
+        return len(PATTERN_OFFSETS[self.pattern])
+
+    @property
+    def extent(self) -> int:
+        """How many pixels past the anchor (in any direction, over rotations) the branch reads."""
+        return max(max(abs(a), abs(b)) for a, b in PATTERN_OFFSETS[self.pattern]) + self.rc // 2
+
+    def label(self) -> str:
+        return (f"rc{self.rc}-" if self.rc else "") + self.pattern
+
+
+@dataclass(frozen=True)
+class Stage:
+    branches: tuple[Branch, ...]
+
+    def __post_init__(self):
+        if not self.branches:
+            raise SpecError("a stage needs at least one branch")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    scale: int
+    stages: tuple[Stage, ...]
+    interval: int = 16
+    extra: dict = field(default_factory=dict, compare=False)  # free-form notes, kept in the bundle
+
+    def __post_init__(self):
+        if not isinstance(self.scale, int) or isinstance(self.scale, bool) or not 1 <= self.scale <= 8:
+            raise SpecError(f"scale must be an integer 1..8, got {self.scale!r}")
+        if self.interval not in ALLOWED_INTERVALS:
+            raise SpecError(f"interval must be one of {ALLOWED_INTERVALS}, got {self.interval!r}")
+        if not self.stages:
+            raise SpecError("a model needs at least one stage")
+
+    # ---- derived quantities -------------------------------------------------------------
+    @property
+    def levels(self) -> int:
+        """Sample points per 4D LUT input: 0, interval, ..., 256 - interval, and 255."""
+        return 256 // self.interval + 1
+
+    def n_outputs(self, stage_index: int) -> int:
+        return self.scale ** 2 if stage_index == len(self.stages) - 1 else 1
+
+    @property
+    def margin(self) -> int:
+        """Low-resolution pixels on each side that can influence a pixel (tiling overlap)."""
+        return sum(max(b.extent for b in st.branches) for st in self.stages)
+
+    def branches(self):
+        """(stage_index, branch_index, branch) for every branch, in order."""
+        for si, st in enumerate(self.stages):
+            for bi, br in enumerate(st.branches):
+                yield si, bi, br
+
+    def lut_rows(self, branch: Branch) -> int:
+        return self.levels ** 4 if branch.n_inputs == 4 else 256
+
+    def expected_arrays(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Every array a bundle of this spec holds: name -> (shape, dtype)."""
+        out = {}
+        for si, bi, br in self.branches():
+            key = array_key(si, bi)
+            out[f"{key}_lut"] = ((self.lut_rows(br), self.n_outputs(si)), "int8")
+            if br.rc:
+                out[f"{key}_rc_table"] = ((br.rc * br.rc, 256), "int32")
+                out[f"{key}_rc_thresholds"] = ((255,), "int64")
+        return out
+
+    def describe(self) -> str:
+        stages = " | ".join(", ".join(b.label() for b in st.branches) for st in self.stages)
+        return f"{self.name}: x{self.scale}, interval {self.interval}, stages [{stages}]"
+
+    # ---- (de)serialisation ------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "scale": self.scale,
+            "interval": self.interval,
+            "stages": [[{"pattern": b.pattern, "rc": b.rc} for b in st.branches]
+                       for st in self.stages],
+            "extra": self.extra,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d) -> "ModelSpec":
+        if not isinstance(d, dict):
+            raise SpecError("spec must be a JSON object")
+        version = d.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise SpecError(f"spec format_version {version!r} is not supported "
+                            f"(this rclut_numba reads version {FORMAT_VERSION})")
+        for key in ("name", "scale", "stages"):
+            if key not in d:
+                raise SpecError(f"spec is missing {key!r}")
+        stages_raw = d["stages"]
+        if not isinstance(stages_raw, list):
+            raise SpecError("spec 'stages' must be a list of lists of branches")
+        stages = []
+        for si, st in enumerate(stages_raw):
+            if not isinstance(st, list):
+                raise SpecError(f"stage {si} must be a list of branches")
+            branches = []
+            for bi, b in enumerate(st):
+                if isinstance(b, str):  # shorthand: "S", or "rc5-S"
+                    b = _parse_branch_label(b)
+                if not isinstance(b, dict) or "pattern" not in b:
+                    raise SpecError(f"stage {si} branch {bi}: expected {{'pattern': ..., 'rc': ...}}")
+                unknown = set(b) - {"pattern", "rc"}
+                if unknown:
+                    raise SpecError(f"stage {si} branch {bi}: unknown keys {sorted(unknown)}")
+                try:
+                    branches.append(Branch(pattern=b["pattern"], rc=b.get("rc", 0)))
+                except SpecError as e:
+                    raise SpecError(f"stage {si} branch {bi}: {e}") from None
+            stages.append(Stage(tuple(branches)))
+        extra = d.get("extra", {})
+        if not isinstance(extra, dict):
+            raise SpecError("spec 'extra' must be an object")
+        return cls(name=str(d["name"]), scale=d["scale"], interval=d.get("interval", 16),
+                   stages=tuple(stages), extra=extra)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"spec is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_toml(cls, path) -> "ModelSpec":
+        """Read the ``[model]`` table of a config file (training/configs/*.toml)."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpecError(f"cannot read config {path}: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError(f"config {path} is not valid TOML: {e}") from None
+        if "model" not in data:
+            raise SpecError(f"config {path} has no [model] table")
+        return cls.from_dict(data["model"])
+
+
+def array_key(stage_index: int, branch_index: int) -> str:
+    return f"s{stage_index + 1}_b{branch_index + 1}"
+
+
+def _parse_branch_label(label: str) -> dict:
+    rc = 0
+    if label.startswith("rc"):
+        head, _, label = label.partition("-")
+        try:
+            rc = int(head[2:])
+        except ValueError:
+            raise SpecError(f"bad branch label {head!r}-{label!r}; expected e.g. 'rc5-S'") from None
+    return {"pattern": label, "rc": rc}
+
+
+# ---- the families the project knows by name -------------------------------------------
+def srlut(scale: int = 4) -> ModelSpec:
+    return ModelSpec("SR-LUT", scale, (Stage((Branch("S"),)),))
+
+
+def mulut_sdy_x2(scale: int = 4) -> ModelSpec:
+    sdy = tuple(Branch(p) for p in "SDY")
+    return ModelSpec("MuLUT-SDY-X2", scale, (Stage(sdy), Stage(sdy)))
+
+
+def rclut_paper(scale: int = 4) -> ModelSpec:
+    """RC-LUT as laid out in the ICCV 2023 paper."""
+    stage1 = Stage((Branch("S", 3), Branch("S", 5), Branch("S", 7)))
+    stage2 = Stage((Branch("1", 3), Branch("S", 5), Branch("1", 7)))
+    return ModelSpec("RC-LUT", scale, (stage1, stage2))
