@@ -1,0 +1,93 @@
+"""The slow, readable twin of the engine: one pixel at a time, rotations done by rotating.
+
+Written to be read against ``rclut_numba/spec.py``'s description of the arithmetic, not to be
+fast.  Python integers and ``fractions.Fraction`` keep every step exact; ``round`` on a Fraction
+rounds half to even.
+"""
+from fractions import Fraction
+
+import numpy as np
+
+from rclut_numba.spec import PATTERN_OFFSETS, ModelSpec, array_key
+
+
+def pixel(img, y, x):
+    """Read with edge replication outside the image."""
+    h, w = img.shape
+    return int(img[min(max(y, 0), h - 1), min(max(x, 0), w - 1)])
+
+
+def rc_index_map(img, table, thresholds):
+    """Every pixel's RC index: how many thresholds the summed window tables reach."""
+    n = int(round(table.shape[0] ** 0.5))
+    c = n // 2
+    h, w = img.shape
+    out = np.zeros((h, w), np.int64)
+    for y in range(h):
+        for x in range(w):
+            total = 0
+            for i in range(n):
+                for j in range(n):
+                    total += int(table[n * i + j, pixel(img, y + i - c, x + j - c)])
+            out[y, x] = sum(1 for t in thresholds if total >= int(t))
+    return out
+
+
+def simplex_lookup(lut, values, interval, levels):
+    """4-simplex interpolation: weighted sum of 5 LUT rows; the weights sum to ``interval``."""
+    lower = [v // interval for v in values]
+    frac = [v % interval for v in values]
+    order = sorted(range(4), key=lambda d: -frac[d])  # walk dims by decreasing fraction
+    f = [frac[d] for d in order]
+    weights = [interval - f[0], f[0] - f[1], f[1] - f[2], f[2] - f[3], f[3]]
+    vertex = list(lower)
+    total = np.zeros(lut.shape[1], dtype=object)
+    for step in range(5):
+        row = ((vertex[0] * levels + vertex[1]) * levels + vertex[2]) * levels + vertex[3]
+        total = total + weights[step] * lut[row].astype(object)
+        if step < 4:
+            vertex[order[step]] += 1
+    return total
+
+
+def branch_output(spec, si, bi, arrays, img, out_scale):
+    """Sum over the 4 rotations of one branch, in the image frame: (H*s, W*s) of exact ints."""
+    branch = spec.stages[si].branches[bi]
+    key = array_key(si, bi)
+    lut = arrays[f"{key}_lut"]
+    h, w = img.shape
+    total = np.zeros((h * out_scale, w * out_scale), dtype=object)
+    for r in range(4):
+        rotated = np.rot90(img, r)
+        source = rotated
+        if branch.rc:
+            source = rc_index_map(rotated, arrays[f"{key}_rc_table"], arrays[f"{key}_rc_thresholds"])
+        rh, rw = rotated.shape
+        result = np.zeros((rh * out_scale, rw * out_scale), dtype=object)
+        for y in range(rh):
+            for x in range(rw):
+                values = [pixel(source, y + dy, x + dx) for dy, dx in PATTERN_OFFSETS[branch.pattern]]
+                if len(values) == 1:
+                    block = spec.interval * lut[values[0]].astype(object)
+                else:
+                    block = simplex_lookup(lut, values, spec.interval, spec.levels)
+                result[y * out_scale:(y + 1) * out_scale, x * out_scale:(x + 1) * out_scale] = \
+                    block.reshape(out_scale, out_scale)
+        total = total + np.rot90(result, -r)
+    return total
+
+
+def run_reference(spec: ModelSpec, arrays, plane: np.ndarray) -> np.ndarray:
+    """One uint8 channel through the whole model."""
+    x = plane
+    for si, stage in enumerate(spec.stages):
+        last = si == len(spec.stages) - 1
+        out_scale = spec.scale if last else 1
+        acc = sum(branch_output(spec, si, bi, arrays, x, out_scale) for bi in range(len(stage.branches)))
+        n = len(stage.branches)
+        if last:
+            value = lambda a: Fraction(int(a), spec.interval * n)
+        else:
+            value = lambda a: Fraction(int(a), spec.interval * 4 * n) + 127
+        x = np.vectorize(lambda a: round(min(max(value(a), 0), 255)), otypes=[np.uint8])(acc)
+    return x

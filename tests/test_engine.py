@@ -1,0 +1,124 @@
+"""The numba engine against its readable twin, and its invariances (threads, tiles, colour)."""
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reference import run_reference
+from strategies import images, random_arrays, specs
+from rclut_numba.engine import LutModel, block_permutation, rotate_offset
+from rclut_numba.spec import mulut_sdy_x2, rclut_paper, srlut
+
+
+@given(spec=specs(), seed=st.integers(0, 2 ** 32 - 1), image=images(max_side=14))
+def test_engine_equals_reference_small(spec, seed, image):
+    arrays = random_arrays(spec, seed)
+    model = LutModel(spec, arrays)
+    assert np.array_equal(model.upscale(image), run_reference(spec, arrays, image))
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 2 ** 32 - 1), image=images(min_side=20, max_side=40))
+def test_engine_equals_reference_larger_images(seed, image):
+    spec = rclut_paper(scale=2)
+    spec = type(spec)(spec.name, 2, spec.stages, interval=64)
+    arrays = random_arrays(spec, seed)
+    assert np.array_equal(LutModel(spec, arrays).upscale(image), run_reference(spec, arrays, image))
+
+
+@pytest.mark.parametrize("make", [srlut, mulut_sdy_x2, rclut_paper])
+def test_named_families_equal_reference(make):
+    spec = make()
+    spec = type(spec)(spec.name, spec.scale, spec.stages, interval=64)
+    arrays = random_arrays(spec, 7)
+    image = np.random.default_rng(3).integers(0, 256, (9, 11), dtype=np.uint8)
+    assert np.array_equal(LutModel(spec, arrays).upscale(image), run_reference(spec, arrays, image))
+
+
+def test_full_interval_16_equals_reference():
+    spec = mulut_sdy_x2()
+    arrays = random_arrays(spec, 11)
+    image = np.random.default_rng(5).integers(0, 256, (7, 6), dtype=np.uint8)
+    image[0, :] = 255  # the top level (value 255, weight 15/16 on the last vertex)
+    assert np.array_equal(LutModel(spec, arrays).upscale(image), run_reference(spec, arrays, image))
+
+
+@settings(max_examples=10)
+@given(spec=specs(), seed=st.integers(0, 2 ** 32 - 1), image=images(min_side=8, max_side=60),
+       tile=st.integers(1, 17))
+def test_tiled_equals_untiled(spec, seed, image, tile):
+    model = LutModel(spec, random_arrays(spec, seed))
+    assert np.array_equal(model.upscale(image, tile=tile), model.upscale(image, tile=None))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba sees only one CPU")
+def test_one_thread_equals_two_threads():
+    spec = rclut_paper()
+    spec = type(spec)(spec.name, 4, spec.stages, interval=32)
+    model = LutModel(spec, random_arrays(spec, 1))
+    image = np.random.default_rng(2).integers(0, 256, (57, 83, 3), dtype=np.uint8)
+    assert np.array_equal(model.upscale(image, threads=1), model.upscale(image, threads=2))
+
+
+def test_rgb_is_per_channel_and_rgba_keeps_alpha_shape():
+    spec = srlut()
+    spec = type(spec)(spec.name, 3, spec.stages, interval=64)
+    model = LutModel(spec, random_arrays(spec, 4))
+    rgba = np.random.default_rng(9).integers(0, 256, (10, 12, 4), dtype=np.uint8)
+    out = model.upscale(rgba)
+    assert out.shape == (30, 36, 4)
+    for c in range(3):
+        assert np.array_equal(out[..., c], model.upscale(np.ascontiguousarray(rgba[..., c])))
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    assert np.all(model.upscale(opaque)[..., 3] == 255)  # alpha stays exactly opaque
+    assert np.array_equal(model.upscale(rgba[..., :3]), out[..., :3])
+
+
+def test_luma_only_runs_and_is_close_to_rgb_on_gray_content():
+    spec = srlut()
+    spec = type(spec)(spec.name, 2, spec.stages, interval=64)
+    # an identity-like SR-LUT: every output equals the anchor pixel, so x2 is pixel replication
+    # (the 4 rotations sum to the output, so each holds a quarter of the anchor's value)
+    levels = spec.levels
+    anchor = np.minimum(np.arange(levels) * spec.interval, 255)
+    quarter = np.round(np.repeat(anchor, levels ** 3) / 4).astype(np.int8)
+    arrays = {"s1_b1_lut": np.repeat(quarter[:, None], 4, axis=1)}
+    model = LutModel(spec, arrays)
+    gray = np.random.default_rng(1).integers(0, 128, (12, 9), dtype=np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    full = model.upscale(rgb).astype(int)
+    luma = model.upscale(rgb, luma_only=True).astype(int)
+    assert luma.shape == full.shape
+    assert np.abs(full - luma).mean() < 3.0
+
+
+def test_rotation_geometry_matches_numpy_rot90():
+    img = np.arange(20).reshape(4, 5)
+    for r in range(4):
+        rot = np.rot90(img, r)
+        # the pixel one step down-right of (1, 1) in the rotated frame, found via rotate_offset
+        y0, x0 = np.argwhere(img == rot[1, 1])[0]
+        dy, dx = rotate_offset(1, 1, r)
+        assert img[y0 + dy, x0 + dx] == rot[2, 2]
+    s = 3
+    block = np.arange(s * s).reshape(s, s)
+    for r in range(4):
+        # a block computed in the rotated frame, placed through the permutation, is un-rotated
+        placed = np.empty(s * s, int)
+        placed[block_permutation(s)[r]] = np.rot90(block, r).ravel()
+        assert np.array_equal(placed.reshape(s, s), block)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (np.zeros((0, 4), np.uint8), "empty"),
+    (np.zeros((4, 4), np.float32), "uint8"),
+    (np.zeros((4, 4, 2), np.uint8), "shape"),
+    ([[1, 2]], "numpy"),
+])
+def test_bad_images_are_rejected(bad, msg):
+    spec = srlut()
+    spec = type(spec)(spec.name, 2, spec.stages, interval=128)
+    with pytest.raises((ValueError, TypeError), match=msg):
+        LutModel(spec, random_arrays(spec, 0)).upscale(bad)
