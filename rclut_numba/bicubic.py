@@ -6,7 +6,8 @@ and costs about 0.6 dB on the published tables. This module reproduces MATLAB's 
 
 * the cubic convolution kernel with a = -0.5 (Keys), support 4;
 * when downscaling, the kernel is stretched by 1/scale (antialiasing): ``scale * k(scale * x)``;
-* output pixel ``x`` (1-based) is centred on input coordinate ``u = x / scale + (1 - 1/scale) / 2``;
+* output pixel ``x`` (1-based) is centred on input coordinate
+  ``u = x / scale + (1 - 1/scale) / 2``;
 * each output pixel's weights are normalised to sum to one;
 * out-of-range taps are mirrored symmetrically (``..., 2, 1, 1, 2, ...``: the edge pixel repeats);
 * one dimension at a time, the one with the smallest scale first (rows first on ties);
@@ -51,7 +52,8 @@ def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray,
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = np.floor(u - width / 2.0)
     taps = int(math.ceil(width)) + 2
-    idx = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]  # 1-based, may be out of range
+    # 1-based source positions, possibly outside 1..in_len
+    idx = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]
     weights = h(u[:, None] - idx)
     weights = weights / weights.sum(axis=1, keepdims=True)
     # Symmetric padding: 1-based index i maps into [1..n, n..1] periodically.
@@ -61,7 +63,9 @@ def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray,
     return weights[:, keep], idx[:, keep]
 
 
-def _resize_axis(a: np.ndarray, axis: int, out_len: int, scale: float, to_uint8: bool) -> np.ndarray:
+def _resize_axis(
+    a: np.ndarray, axis: int, out_len: int, scale: float, to_uint8: bool
+) -> np.ndarray:
     weights, idx = _contributions(a.shape[axis], out_len, scale)
     src = np.moveaxis(a, axis, 0).astype(np.float64, copy=False)
     extra = (1,) * (src.ndim - 1)

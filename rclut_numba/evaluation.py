@@ -68,7 +68,9 @@ def dataset_pairs(dataset_dir, scale: int) -> Iterator[tuple[str, np.ndarray, np
         hr = read_image(hr_path)
         rows, cols = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
         if rows == 0 or cols == 0:
-            raise DatasetError(f"{hr_path}: image {hr.shape[:2]} is smaller than the scale {scale}")
+            raise DatasetError(
+                f"{hr_path}: image {hr.shape[:2]} is smaller than the scale {scale}"
+            )
         hr = np.ascontiguousarray(hr[:rows, :cols])
         lr_path = _find_lr(lr_dir, hr_path.stem, scale)
         if lr_path is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class ImageError(ValueError):
 # Extension -> (format name for messages, whether the format can store an alpha channel).
 WRITE_FORMATS: dict[str, tuple[str, bool]] = {
     ".png": ("PNG", True),
-    ".bmp": ("BMP", True),
+    ".bmp": ("BMP", False),  # Pillow writes 32-bit BMP but reads it back without alpha
     ".jpg": ("JPEG", False),
     ".jpeg": ("JPEG", False),
     ".tif": ("TIFF", True),
@@ -63,6 +64,8 @@ _READ_CONVERSIONS: dict[str, str | None] = {
     "YCbCr": "RGB",
 }
 
+# What imageio/Pillow say when no decoder recognises the bytes.
+_NOT_AN_IMAGE_HINTS = ("can not handle", "cannot identify", "initializing plugin")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOI = b"\xff\xd8"
 
@@ -103,6 +106,22 @@ def _check_jpeg_complete(data: bytes, path) -> None:
         raise _fail(path, "truncated JPEG file (no end-of-image marker)")
 
 
+def _decode(data: bytes, path) -> np.ndarray:
+    with iio.imopen(data, "r", plugin="pillow") as f:
+        n_images = f.properties(index=...).n_images or 1
+        if n_images > 1:
+            raise _fail(path, f"holds {n_images} frames (animation or multi-page file); "
+                        "only single images are supported")
+        meta = f.metadata(index=0, exclude_applied=False)
+        mode = meta.get("mode", "")
+        if mode not in _READ_CONVERSIONS and not mode.startswith(("I", "F")):
+            raise _fail(path, f"unsupported image mode {mode!r}")
+        convert = _READ_CONVERSIONS.get(mode)
+        if mode == "P" and "transparency" in meta:
+            convert = "RGBA"  # imageio would drop the tRNS transparency otherwise
+        return f.read(index=0, mode=convert)
+
+
 def read_image(path) -> np.ndarray:
     """Read an image file as ``uint8``: HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA).
 
@@ -133,29 +152,26 @@ def read_image(path) -> np.ndarray:
     elif data.startswith(_JPEG_SOI):
         _check_jpeg_complete(data, path)
 
-    try:
-        with iio.imopen(data, "r", plugin="pillow") as f:
-            n_images = f.properties(index=...).n_images or 1
-            if n_images > 1:
-                raise _fail(path, f"holds {n_images} frames (animation or multi-page file); "
-                            "only single images are supported")
-            meta = f.metadata(index=0, exclude_applied=False)
-            mode = meta.get("mode", "")
-            if mode not in _READ_CONVERSIONS and not mode.startswith(("I", "F")):
-                raise _fail(path, f"unsupported image mode {mode!r}")
-            convert = _READ_CONVERSIONS.get(mode)
-            if mode == "P" and "transparency" in meta:
-                convert = "RGBA"  # imageio would drop the tRNS transparency otherwise
-            image = f.read(index=0, mode=convert)
-    except ImageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow/imageio raise many unrelated types
-        text = str(exc)
-        if "truncated" in text:
-            raise _fail(path, f"truncated image file ({text})") from None
-        if "can not handle" in text or "cannot identify" in text or "initializing plugin" in text:
-            raise _fail(path, "not an image file (or an unsupported format)") from None
-        raise _fail(path, f"cannot decode image ({type(exc).__name__}: {text})") from None
+    # Warnings are recorded, not shown: Pillow reports some short reads (TIFF strips, EXIF
+    # blocks) only as a warning, which is turned into an error below; others are re-emitted.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            image = _decode(data, path)
+        except ImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Pillow/imageio raise many unrelated types
+            text = str(exc)
+            if "truncated" in text:
+                raise _fail(path, f"truncated image file ({text})") from None
+            if any(s in text for s in _NOT_AN_IMAGE_HINTS):
+                raise _fail(path, "not an image file (or an unsupported format)") from None
+            raise _fail(path, f"cannot decode image ({type(exc).__name__}: {text})") from None
+    for w in caught:
+        if "truncated" in str(w.message).lower():
+            raise _fail(path, f"truncated image file ({w.message})")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     image = np.asarray(image)
     if image.dtype != np.uint8:
@@ -191,10 +207,10 @@ def _new_temp(folder: Path, name: str) -> tuple[Path, int]:
 def write_image(path, array, force: bool = False) -> None:
     """Write a ``uint8`` HxW, HxWx3 or HxWx4 array to ``path`` atomically.
 
-    The format comes from the extension (see ``WRITE_FORMATS``; JPEG is written at quality 95
-    and cannot hold alpha, WebP is lossless). An existing file is replaced only when ``force`` is true. The image
-    is encoded into a temporary file beside the target and moved into place with
-    :func:`os.replace`; on any failure the temporary file is removed.
+    The format comes from the extension (see ``WRITE_FORMATS``): JPEG is written at quality
+    95, WebP lossless, and JPEG and BMP cannot hold alpha. An existing file is replaced only
+    when ``force`` is true. The image is encoded into a temporary file beside the target and
+    moved into place with :func:`os.replace`; on any failure the temporary file is removed.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -222,8 +238,9 @@ def write_image(path, array, force: bool = False) -> None:
     if path.exists() and not force:
         raise _fail(path, "exists; use --force to overwrite")
 
-    # JPEG at 95 rather than Pillow's 75; WebP lossless (its lossy default would blur SR output).
-    kwargs = {"JPEG": {"quality": 95}, "WebP": {"lossless": True}}.get(fmt, {})
+    # JPEG at 95 rather than Pillow's 75; WebP lossless (its lossy default would blur SR output)
+    # and exact (keep RGB under fully transparent pixels).
+    kwargs = {"JPEG": {"quality": 95}, "WebP": {"lossless": True, "exact": True}}.get(fmt, {})
     tmp, fd = _new_temp(folder, path.name)
     try:
         with os.fdopen(fd, "wb") as fh:

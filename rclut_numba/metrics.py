@@ -40,6 +40,9 @@ def _is_gray(a: np.ndarray) -> bool:
 
 
 def _luma_full_range(a: np.ndarray) -> np.ndarray:
+    rgb = a[:, :, :3]
+    if (rgb == rgb[:, :, :1]).all():
+        return rgb[:, :, 0].astype(np.float64)  # exact for gray stored as RGB
     return (rgb_to_y(a) - 16.0) * (255.0 / 219.0)
 
 

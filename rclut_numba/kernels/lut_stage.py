@@ -10,6 +10,9 @@ from numba import prange
 
 from .options import parallel_jit, serial_jit
 
+KEY_SHIFT = 32  # sort keys: fraction in the high bits, the dimension's LUT stride in the low
+KEY_MASK = (1 << KEY_SHIFT) - 1
+
 
 @serial_jit
 def _round_half_even_div(num, den):
@@ -39,8 +42,9 @@ def lut_stage(maps, map_index, offsets, n_inputs, row_start, tables, perm,
     """
     n_branch = map_index.shape[0]
     n_out = tables.shape[1]
-    height = maps.shape[1] - 2 * pad
-    width = maps.shape[2] - 2 * pad
+    n_maps, padded_h, padded_w = maps.shape
+    height = padded_h - 2 * pad
+    width = padded_w - 2 * pad
     s = out.shape[0] // height
     shift = 0
     while (1 << shift) < interval:
@@ -49,64 +53,66 @@ def lut_stage(maps, map_index, offsets, n_inputs, row_start, tables, perm,
     st0 = levels * levels * levels
     st1 = levels * levels
     st2 = levels
+    # every pattern read as one offset into the flattened maps, relative to the anchor
+    flat = maps.reshape(n_maps * padded_h * padded_w)
+    lin = np.empty((n_branch, 4, 4), np.int64)
+    for b in range(n_branch):
+        for r in range(4):
+            for t in range(4):
+                lin[b, r, t] = (map_index[b, r] * padded_h * padded_w
+                                + offsets[b, r, t, 0] * padded_w + offsets[b, r, t, 1])
     for y in prange(height):
         acc_rot = np.zeros((4, n_out), np.int32)
         acc = np.zeros(n_out, np.int64)
         for x in range(width):
+            anchor = (y + pad) * padded_w + x + pad
             acc_rot[:, :] = 0
             for b in range(n_branch):
                 base_row = row_start[b]
                 for r in range(4):
-                    m = map_index[b, r]
                     if n_inputs[b] == 1:
-                        v = maps[m, y + pad + offsets[b, r, 0, 0], x + pad + offsets[b, r, 0, 1]]
-                        row = base_row + v
+                        row = base_row + flat[anchor + lin[b, r, 0]]
                         for k in range(n_out):
                             acc_rot[r, k] += interval * np.int32(tables[row, k])
                         continue
-                    va = np.int64(maps[m, y + pad + offsets[b, r, 0, 0], x + pad + offsets[b, r, 0, 1]])
-                    vb = np.int64(maps[m, y + pad + offsets[b, r, 1, 0], x + pad + offsets[b, r, 1, 1]])
-                    vc = np.int64(maps[m, y + pad + offsets[b, r, 2, 0], x + pad + offsets[b, r, 2, 1]])
-                    vd = np.int64(maps[m, y + pad + offsets[b, r, 3, 0], x + pad + offsets[b, r, 3, 1]])
-                    # lower vertex and fractional parts; the walk to the upper vertex goes through
-                    # the dimensions in order of decreasing fraction (sorting network on 4 pairs)
+                    va = np.int64(flat[anchor + lin[b, r, 0]])
+                    vb = np.int64(flat[anchor + lin[b, r, 1]])
+                    vc = np.int64(flat[anchor + lin[b, r, 2]])
+                    vd = np.int64(flat[anchor + lin[b, r, 3]])
                     i0 = base_row + (va >> shift) * st0 + (vb >> shift) * st1 + (vc >> shift) * st2 + (vd >> shift)
-                    fa = va & mask
-                    fb = vb & mask
-                    fc = vc & mask
-                    fd = vd & mask
-                    sa = st0
-                    sb = st1
-                    sc = st2
-                    sd = np.int64(1)
-                    if fb > fa:
-                        fa, fb = fb, fa
-                        sa, sb = sb, sa
-                    if fd > fc:
-                        fc, fd = fd, fc
-                        sc, sd = sd, sc
-                    if fc > fa:
-                        fa, fc = fc, fa
-                        sa, sc = sc, sa
-                    if fd > fb:
-                        fb, fd = fd, fb
-                        sb, sd = sd, sb
-                    if fc > fb:
-                        fb, fc = fc, fb
-                        sb, sc = sc, sb
-                    i1 = i0 + sa
-                    i2 = i1 + sb
-                    i3 = i2 + sc
-                    i4 = i3 + sd
+                    # order the dimensions by decreasing fraction: each key packs (fraction,
+                    # stride) so a branch-free min/max sorting network moves both together
+                    ka = ((va & mask) << KEY_SHIFT) | st0
+                    kb = ((vb & mask) << KEY_SHIFT) | st1
+                    kc = ((vc & mask) << KEY_SHIFT) | st2
+                    kd = np.int64(((vd & mask) << KEY_SHIFT) | 1)
+                    ka, kb = max(ka, kb), min(ka, kb)
+                    kc, kd = max(kc, kd), min(kc, kd)
+                    ka, kc = max(ka, kc), min(ka, kc)
+                    kb, kd = max(kb, kd), min(kb, kd)
+                    kb, kc = max(kb, kc), min(kb, kc)
+                    fa = ka >> KEY_SHIFT
+                    fb = kb >> KEY_SHIFT
+                    fc = kc >> KEY_SHIFT
+                    fd = kd >> KEY_SHIFT
+                    i1 = i0 + (ka & KEY_MASK)
+                    i2 = i1 + (kb & KEY_MASK)
+                    i3 = i2 + (kc & KEY_MASK)
+                    i4 = i3 + (kd & KEY_MASK)
                     w0 = np.int32(interval - fa)
                     w1 = np.int32(fa - fb)
                     w2 = np.int32(fb - fc)
                     w3 = np.int32(fc - fd)
                     w4 = np.int32(fd)
+                    acc_r = acc_rot[r]
+                    t0 = tables[i0]
+                    t1 = tables[i1]
+                    t2 = tables[i2]
+                    t3 = tables[i3]
+                    t4 = tables[i4]
                     for k in range(n_out):
-                        acc_rot[r, k] += (w0 * np.int32(tables[i0, k]) + w1 * np.int32(tables[i1, k])
-                                          + w2 * np.int32(tables[i2, k]) + w3 * np.int32(tables[i3, k])
-                                          + w4 * np.int32(tables[i4, k]))
+                        acc_r[k] += (w0 * np.int32(t0[k]) + w1 * np.int32(t1[k]) + w2 * np.int32(t2[k])
+                                     + w3 * np.int32(t3[k]) + w4 * np.int32(t4[k]))
             acc[:] = 0
             for r in range(4):
                 for k in range(n_out):

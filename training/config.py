@@ -1,0 +1,92 @@
+"""Training configuration: the ``[train]`` table of a config file (the ``[model]`` table is a
+:class:`rclut_numba.spec.ModelSpec`, read by ``ModelSpec.from_toml``).
+
+Unknown keys and wrong types are errors (a typo must not silently train with a default).
+``overrides`` (``{"nf": "4", "steps": "3"}``, e.g. from ``--set nf=4``) are parsed as TOML
+values and applied on top of the file.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from rclut_numba.spec import ModelSpec, SpecError
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class TrainConfig:
+    nf: int = 64                 # filters per layer (MuLUT: 64)
+    rc_channels: int = 0         # hidden width C of each RC position's Linear(1,C)->Linear(C,1); 0 = nf
+    batch_size: int = 32         # global batch (split across data-parallel processes)
+    crop: int = 48               # LR crop side; the HR crop is scale * crop
+    steps: int = 200000
+    lr: float = 1e-3             # cosine schedule from lr to lr_min over `steps`
+    lr_min: float = 1e-4
+    weight_decay: float = 0.0
+    val_every: int = 2000        # validation PSNR on val_data every N steps (0 = never)
+    val_data: str = "../shared/data/benchmark/Set5"  # relative paths: from the repository root
+    ckpt_every: int = 1000       # checkpoint every N steps (and at the end / when stopped)
+    log_every: int = 100         # loss line in log.jsonl and on stdout every N steps
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _coerce(name: str, value, want):
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, want) or isinstance(value, bool):
+        raise ConfigError(f"[train] {name} must be {want.__name__}, got {value!r}")
+    return value
+
+
+def parse_overrides(items) -> dict:
+    """``["nf=4", "lr=1e-3"]`` -> ``{"nf": 4, "lr": 0.001}`` (values parsed as TOML)."""
+    out = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key = key.strip().removeprefix("train.")
+        try:
+            out[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw.strip()  # a bare string such as a path
+    return out
+
+
+def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainConfig]:
+    path = Path(path)
+    try:
+        spec = ModelSpec.from_toml(path)
+    except SpecError as e:
+        raise ConfigError(str(e)) from None
+    data = tomllib.loads(path.read_text())  # readable: from_toml just parsed it
+    table = dict(data.get("train", {}))
+    table.update(overrides or {})
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"{path}: unknown [train] key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(known)}")
+    types = {"int": int, "float": float, "str": str}
+    values = {k: _coerce(k, v, types[known[k].type]) for k, v in table.items()}
+    cfg = TrainConfig(**values)
+    for key in ("nf", "batch_size", "crop", "steps"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{path}: [train] {key} must be >= 1, got {getattr(cfg, key)}")
+    for key in ("rc_channels", "val_every", "ckpt_every", "log_every"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{path}: [train] {key} must be >= 0, got {getattr(cfg, key)}")
+    if not 0 < cfg.lr_min <= cfg.lr:
+        raise ConfigError(f"{path}: [train] needs 0 < lr_min <= lr, got lr={cfg.lr}, "
+                          f"lr_min={cfg.lr_min}")
+    return spec, cfg

@@ -1,0 +1,207 @@
+"""Training data: random (LR, HR) crops from folders of HR images.
+
+* HR images (PNG, BMP, JPEG, ...; gray or RGB, any alpha channel is ignored) are found
+  recursively under the given folders and cropped to a multiple of the scale (``modcrop``).
+* LR images are made once with the MATLAB-compatible :func:`rclut_numba.bicubic.downscale`
+  and cached in one ``.npz`` per folder of the cache, keyed by the HR file's absolute path,
+  mtime and size (an edited or replaced image is downscaled again).
+* A training sample is one colour channel of a random ``crop x crop`` LR window and the
+  matching ``scale*crop`` HR window, with a random horizontal flip, vertical flip and quarter
+  turn.  Windows are drawn uniformly over all valid LR positions of all images (so each pixel
+  is equally likely, whatever the image sizes); images smaller than a crop are skipped.
+
+Randomness is counter-based: the batch of step ``t`` is drawn from a generator seeded with
+``(seed, t)``, so it is a pure function of the step.  Resuming from a checkpoint therefore
+replays exactly the batches of an uninterrupted run with no generator state to carry, and
+data-parallel ranks draw the same global batch and each take their own slice of it (so N
+processes train on the same samples as one process with the whole batch).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rclut_numba.bicubic import downscale
+from rclut_numba.imaging import ImageError, read_image
+
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+CACHE_VERSION = 1  # bump when the LR recipe changes: old cache entries are then ignored
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message says which folder or file and why."""
+
+
+def find_images(dirs) -> list[Path]:
+    """All image files under ``dirs`` (recursively), sorted for a reproducible order."""
+    files = []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise DataError(f"training data folder {d} does not exist")
+        files.extend(p for p in d.rglob("*")
+                     if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under "
+                        f"{', '.join(str(d) for d in dirs)}")
+    return sorted(files, key=lambda p: str(p.resolve()))
+
+
+def _cache_key(path: Path, scale: int) -> str:
+    st = path.stat()
+    ident = f"v{CACHE_VERSION}|x{scale}|{path.resolve()}|{st.st_mtime_ns}|{st.st_size}"
+    return "k" + hashlib.sha1(ident.encode()).hexdigest()[:20]
+
+
+def _atomic_savez(path: Path, arrays: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    h, w = (img.shape[0] // scale) * scale, (img.shape[1] // scale) * scale
+    return np.ascontiguousarray(img[:h, :w])
+
+
+def _planes(img: np.ndarray) -> np.ndarray:
+    """HxW or HxWxC -> (C, H, W), alpha dropped (it is not an image to learn from)."""
+    if img.ndim == 2:
+        return img[None]
+    return np.ascontiguousarray(np.moveaxis(img[:, :, :3], 2, 0))
+
+
+@dataclass
+class _Item:
+    path: Path
+    hr: np.ndarray   # (C, sH, sW) uint8
+    lr: np.ndarray   # (C, H, W) uint8
+
+
+class SRDataset:
+    """In-memory (LR, HR) pairs with reproducible random crops; see the module docstring."""
+
+    def __init__(self, dirs, scale: int, crop: int, cache_dir, seed: int = 0,
+                 log: Callable[[str], object] = print, build_cache: bool = True):
+        self.scale, self.crop, self.seed = int(scale), int(crop), int(seed)
+        files = find_images(dirs)
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_path = cache_dir / f"lr_x{self.scale}.npz"
+        cached = {}
+        if cache_path.is_file():
+            try:
+                with np.load(cache_path, allow_pickle=False) as z:
+                    cached = {k: z[k] for k in z.files}
+            except (OSError, ValueError) as e:  # a damaged cache is rebuilt, not fatal
+                log(f"ignoring unreadable LR cache {cache_path}: {e}")
+        t0, made, skipped = time.time(), 0, []
+        self.items: list[_Item] = []
+        keys = {}
+        for path in files:
+            try:
+                hr = _modcrop(read_image(path), self.scale)
+            except ImageError as e:
+                raise DataError(str(e)) from None
+            if hr.shape[0] < self.scale * self.crop or hr.shape[1] < self.scale * self.crop:
+                skipped.append(path.name)
+                continue
+            key = _cache_key(path, self.scale)
+            lr = cached.get(key)
+            if lr is None or lr.shape[:2] != (hr.shape[0] // self.scale, hr.shape[1] // self.scale):
+                lr = downscale(hr, self.scale)
+                made += 1
+            keys[key] = lr
+            self.items.append(_Item(path, _planes(hr), _planes(lr)))
+        if not self.items:
+            raise DataError(f"no training image is at least {self.scale * self.crop} pixels on "
+                            f"each side ({len(files)} found, all too small)")
+        if made and build_cache:
+            _atomic_savez(cache_path, keys)
+        if skipped:
+            log(f"skipped {len(skipped)} image(s) smaller than one {self.scale * self.crop}px "
+                f"HR crop (e.g. {skipped[0]})")
+        log(f"training data: {len(self.items)} images, {made} downscaled now, "
+            f"{len(self.items) - made} from cache {cache_path} ({time.time() - t0:.1f}s)")
+        # Crop positions per image; sampling an image with these weights makes every valid
+        # LR window equally likely.
+        n_pos = np.array([(it.lr.shape[1] - self.crop + 1) * (it.lr.shape[2] - self.crop + 1)
+                          for it in self.items], dtype=np.float64)
+        self._p = n_pos / n_pos.sum()
+
+    def __len__(self):
+        return len(self.items)
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1):
+        """The ``rank``-th slice of step ``step``'s global batch of ``batch_size`` samples.
+
+        Returns ``(lr, hr)`` float32 tensors ``(b, 1, crop, crop)`` and
+        ``(b, 1, s*crop, s*crop)`` holding pixel / 255, ``b = batch_size // world``.
+        """
+        if batch_size % world:
+            raise DataError(f"batch_size {batch_size} is not divisible by {world} processes")
+        rng = np.random.default_rng([self.seed, int(step)])
+        n, c, s = batch_size, self.crop, self.scale
+        # Draw every sample of the global batch (same on every rank), then keep our slice.
+        img = rng.choice(len(self.items), size=n, p=self._p)
+        u = rng.random((n, 3))
+        aug = rng.integers(0, 2, size=(n, 2))
+        rot = rng.integers(0, 4, size=n)
+        per = n // world
+        lo, hi = rank * per, (rank + 1) * per
+        lrs, hrs = [], []
+        for i in range(lo, hi):
+            it = self.items[img[i]]
+            ch = min(int(u[i, 0] * it.lr.shape[0]), it.lr.shape[0] - 1)
+            y = min(int(u[i, 1] * (it.lr.shape[1] - c + 1)), it.lr.shape[1] - c)
+            x = min(int(u[i, 2] * (it.lr.shape[2] - c + 1)), it.lr.shape[2] - c)
+            lr = it.lr[ch, y:y + c, x:x + c]
+            hr = it.hr[ch, s * y:s * (y + c), s * x:s * (x + c)]
+            if aug[i, 0]:
+                lr, hr = lr[:, ::-1], hr[:, ::-1]
+            if aug[i, 1]:
+                lr, hr = lr[::-1], hr[::-1]
+            if rot[i]:
+                lr, hr = np.rot90(lr, rot[i]), np.rot90(hr, rot[i])
+            lrs.append(lr)
+            hrs.append(hr)
+        lr_t = torch.from_numpy(np.stack(lrs)[:, None].astype(np.float32)).div_(255.0)
+        hr_t = torch.from_numpy(np.stack(hrs)[:, None].astype(np.float32)).div_(255.0)
+        return lr_t, hr_t
+
+
+def synthetic_images(folder, n: int = 4, size: int = 96, seed: int = 0) -> list[Path]:
+    """Write ``n`` smooth random RGB/gray PNGs (for tests and demos without real data)."""
+    from rclut_numba.imaging import write_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for i in range(n):
+        chans = []
+        for _ in range(3 if i % 2 == 0 else 1):
+            f = rng.uniform(1, 6, size=2)
+            ph = rng.uniform(0, 6.3, size=2)
+            v = 0.5 + 0.25 * np.sin(2 * np.pi * f[0] * xx + ph[0]) * np.cos(2 * np.pi * f[1] * yy + ph[1])
+            v = v + 0.05 * rng.standard_normal((size, size))
+            chans.append(np.clip(v * 255, 0, 255).astype(np.uint8))
+        img = np.stack(chans, -1) if len(chans) == 3 else chans[0]
+        p = folder / f"synth_{i}.png"
+        write_image(p, img, force=True)
+        out.append(p)
+    return out

@@ -1,0 +1,382 @@
+"""The training loop: Adam, cosine LR, MSE, validation, exact resume, data parallelism.
+
+Run folder ``RUN/``:
+  ``last.pt``     latest checkpoint (model, optimizer, scheduler, step, RNG states, spec, config)
+  ``best.pt``     checkpoint with the best validation PSNR so far
+  ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step"}`` every
+                  ``log_every`` steps, ``{"step", "val_psnr", "val_ssim"}`` at validations
+  ``config.toml`` / ``spec.json``  what the run was started with
+  ``cache/``      LR images made from the HR training images (reused on resume)
+Checkpoints are written to a temporary file and moved into place (``os.replace``): a run killed
+at any moment leaves the previous checkpoint intact.  ``--resume`` continues from ``last.pt``
+and reproduces the losses of an uninterrupted run exactly (same step, optimizer moments, LR,
+and -- the data being a pure function of the step -- the same batches).
+
+Data parallel: launch with ``torchrun --nproc_per_node N -m training.cli train ...``; each
+process takes ``batch_size / N`` samples of the same global batch, gradients are averaged by
+DistributedDataParallel (gloo on CPU, nccl on GPU), and rank 0 logs, validates and saves.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from rclut_numba.spec import ModelSpec
+
+from .config import ConfigError, TrainConfig, load_config
+from .data import SRDataset
+from .networks import LUTNet
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_VERSION = 1
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue; the message says why."""
+
+
+# -- small helpers ---------------------------------------------------------------------------
+def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
+    if name in (None, "", "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError(f"device {name!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return dev
+
+
+def default_threads(local_world: int = 1) -> int:
+    """CPU threads per process: the cores this process may use, shared among local ranks."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_world))
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cosine_factor(step: int, total: int, lr: float, lr_min: float) -> float:
+    """LR multiplier at ``step``: ``lr -> lr_min`` along half a cosine over ``total`` steps."""
+    t = min(step, total) / max(1, total)
+    return (lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * t))) / lr
+
+
+def build_model(spec: ModelSpec, cfg: TrainConfig) -> LUTNet:
+    return LUTNet(spec, nf=cfg.nf, rc_channels=cfg.rc_channels or cfg.nf)
+
+
+def load_checkpoint(path) -> dict:
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise TrainError(f"checkpoint {path} does not exist") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise TrainError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(ck, dict) or ck.get("format") != "rclut-train-checkpoint":
+        raise TrainError(f"{path} is not a training checkpoint of this project")
+    return ck
+
+
+def model_from_checkpoint(ck: dict) -> LUTNet:
+    spec = ModelSpec.from_json(ck["spec"])
+    cfg = TrainConfig(**ck["train_config"])
+    model = build_model(spec, cfg)
+    model.load_state_dict(ck["model"])
+    return model
+
+
+def validate(model: LUTNet, val_dir, scale: int) -> tuple[float, float]:
+    from rclut_numba.evaluation import evaluate
+
+    was = model.training
+    model.eval()
+    try:
+        res = evaluate(model.upscale_uint8, val_dir, scale, out=lambda _line: None)
+    finally:
+        model.train(was)
+    return res["mean_psnr"], res["mean_ssim"]
+
+
+class _Progress:
+    """tqdm bar on a terminal; otherwise (background runs, log files) a plain line every
+    ``every`` steps, so the output stays readable when redirected."""
+
+    def __init__(self, start: int, total: int, every: int, enabled: bool):
+        self.start, self.total, self.every = start, total, max(1, every)
+        self.t0 = time.time()
+        self.bar = None
+        self.enabled = enabled
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def update(self, step: int, loss: float, lr: float):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3g}", lr=f"{lr:.2e}", refresh=False)
+            return
+        if step % self.every == 0 or step == self.total:
+            done = step - self.start
+            rate = done / max(1e-9, time.time() - self.t0)
+            eta = (self.total - step) / rate if rate > 0 else float("inf")
+            print(f"step {step}/{self.total}  loss {loss:.6g}  lr {lr:.3e}  "
+                  f"{rate:.3g} it/s  ETA {_hms(eta)}", flush=True)
+
+    def write(self, text: str):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint we resume from)."""
+    if not log_path.is_file():
+        return
+    keep = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    tmp = log_path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in keep))
+    os.replace(tmp, log_path)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def train(config, data_dirs, out, *, resume: bool = False, steps: int | None = None,
+          device: str | None = "auto", overrides: dict | None = None,
+          stop_after: int | None = None, threads: int | None = None,
+          val_data: str | None = None, cache_dir=None, quiet: bool = False) -> list[float]:
+    """Train (or resume) a run; returns the per-step training losses of the steps it ran.
+
+    ``stop_after``: stop (with a checkpoint) after that step, as if interrupted; the schedule
+    still spans ``steps``.  Under ``torchrun`` this joins the process group itself.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    distributed = world > 1
+    dev = resolve_device(device, local_rank)
+    torch.set_num_threads(threads or default_threads(local_world))
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    main = rank == 0
+    say = (lambda *_: None) if (quiet or not main) else (lambda s: print(s, flush=True))
+    try:
+        return _train(config, data_dirs, Path(out), resume, steps, dev, overrides, stop_after,
+                      val_data, cache_dir, world, rank, main, say, quiet)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, val_data,
+           cache_dir, world, rank, main, say, quiet):
+    spec, cfg = load_config(config, overrides)
+    if steps is not None:
+        if steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {steps}")
+        cfg.steps = steps
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by {world} processes")
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
+
+    ck = None
+    if resume:
+        ck = load_checkpoint(last_path) if last_path.exists() else None
+        if ck is None:
+            say(f"no checkpoint in {out}: starting a new run")
+        else:
+            if ModelSpec.from_json(ck["spec"]) != spec:
+                raise TrainError(f"{last_path} was trained with another model "
+                                 f"({ModelSpec.from_json(ck['spec']).describe()}); "
+                                 f"config {config} describes {spec.describe()}")
+            old = TrainConfig(**ck["train_config"])
+            for key in ("nf", "rc_channels"):
+                if getattr(old, key) != getattr(cfg, key):
+                    raise TrainError(f"{last_path} has {key}={getattr(old, key)}, the config "
+                                     f"{getattr(cfg, key)}")
+            if steps is None:
+                cfg.steps = old.steps  # keep the schedule the run started with
+    elif last_path.exists():
+        raise TrainError(f"{out} already holds a run ({last_path.name}); pass --resume to "
+                         f"continue it or choose another --out")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, cfg).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: cosine_factor(s, total, cfg.lr, cfg.lr_min))
+    start, best_psnr = 0, -math.inf
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start = int(ck["step"])
+        best_psnr = ck.get("best_psnr", -math.inf)
+        torch.set_rng_state(ck["rng"]["torch"])
+        if dev.type == "cuda" and ck["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ck["rng"]["cuda"], dev)
+        if main:
+            _truncate_log(log_path, start)
+        say(f"resumed {out} at step {start}/{total}")
+
+    if main and ck is None:
+        (out / "spec.json").write_text(spec.to_json())
+        (out / "config.toml").write_text(_config_toml(spec, cfg))
+
+    # Data: rank 0 builds the LR cache first so that other ranks only read it.
+    cache = Path(cache_dir) if cache_dir else out / "cache"
+    log_fn = say if main else (lambda *_: None)
+    dataset = None
+    if main:
+        dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn)
+    if world > 1:
+        dist.barrier()
+    if not main:
+        dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn,
+                            build_cache=False)
+
+    val_dir = None
+    if cfg.val_every and main:
+        vd = Path(val_data or cfg.val_data)
+        vd = vd if vd.is_absolute() or val_data else REPO_ROOT / vd
+        if (vd / "HR").is_dir():
+            val_dir = vd
+        else:
+            say(f"validation skipped: {vd} has no HR/ folder")
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    model.train()
+
+    def save(step, path=last_path):
+        ckpt = {
+            "format": "rclut-train-checkpoint", "version": CHECKPOINT_VERSION,
+            "spec": spec.to_json(), "train_config": cfg.to_dict(),
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "step": step, "best_psnr": best_psnr,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None},
+            "data": {"seed": cfg.seed, "next_step": step},  # batches are a function of step
+        }
+        atomic_torch_save(ckpt, path)
+
+    losses: list[float] = []
+    per = cfg.batch_size // world
+    end = total if stop_after is None else min(total, stop_after)
+    bar = _Progress(start, total, cfg.log_every or 100, enabled=main and not quiet)
+    logf = open(log_path, "a") if main else None
+    window, t_last = [], time.time()
+    try:
+        for step in range(start, end):
+            lr_b, hr_b = dataset.batch(step, cfg.batch_size, rank, world)
+            lr_b, hr_b = lr_b.to(dev, non_blocking=True), hr_b.to(dev, non_blocking=True)
+            pred = net(lr_b)
+            loss = F.mse_loss(pred / 255.0, hr_b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            value = loss.detach()
+            if world > 1:
+                dist.all_reduce(value)  # SUM (gloo has no AVG); equal slices -> mean below
+                value = value / world
+            value = float(value)
+            if not math.isfinite(value):
+                raise TrainError(f"loss became {value} at step {step + 1}; lower the lr")
+            losses.append(value)
+            window.append(value)
+            done = step + 1
+            lr_now = opt.param_groups[0]["lr"]
+            bar.update(done, value, lr_now)
+            if main and cfg.log_every and (done % cfg.log_every == 0 or done == end):
+                now = time.time()
+                rec = {"step": done, "loss": sum(window) / len(window), "lr": lr_now,
+                       "s_per_step": (now - t_last) / len(window)}
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                window, t_last = [], now
+            if val_dir is not None and (done % cfg.val_every == 0 or done == total):
+                psnr, ssim = validate(model, val_dir, spec.scale)
+                logf.write(json.dumps({"step": done, "val_psnr": psnr, "val_ssim": ssim}) + "\n")
+                logf.flush()
+                bar.write(f"step {done}: validation PSNR {psnr:.4f} SSIM {ssim:.4f} "
+                          f"({val_dir.name})")
+                if psnr > best_psnr:
+                    best_psnr = psnr
+                    save(done, best_path)
+            if main and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end):
+                save(done)
+    finally:
+        bar.close()
+        if logf is not None:
+            logf.close()
+    if main and end == total:
+        say(f"finished {total} steps; checkpoint {last_path}")
+    elif main:
+        say(f"stopped after step {end}/{total}; continue with --resume")
+    return losses
+
+
+def _config_toml(spec: ModelSpec, cfg: TrainConfig) -> str:
+    """The effective config, re-readable by ``load_config``."""
+    lines = ["[model]", f"name = {json.dumps(spec.name)}", f"scale = {spec.scale}",
+             f"interval = {spec.interval}", "stages = ["]
+    for st in spec.stages:
+        lines.append("  [" + ", ".join(json.dumps(b.label()) for b in st.branches) + "],")
+    lines += ["]", "", "[train]"]
+    for k, v in cfg.to_dict().items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n"
