@@ -1,0 +1,63 @@
+"""The torch LUT forward (fine-tuning) equals the numba engine bit for bit."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch", reason="torch is not installed (training extra)")
+
+from strategies import images, random_arrays, specs  # noqa: E402
+from rclut_numba.engine import LutModel  # noqa: E402
+from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper, srlut  # noqa: E402
+from training.lut_forward import LutForward, round_half_even_div  # noqa: E402
+
+
+def torch_upscale(spec, arrays, image):
+    net = LutForward(spec, arrays)
+    with torch.no_grad():
+        y = net(torch.from_numpy(image.astype(np.float32))[None, None])
+    assert torch.equal(y, torch.round(y))  # integer-valued
+    return y[0, 0].numpy().astype(np.uint8)
+
+
+@settings(max_examples=60)
+@given(spec=specs(), seed=st.integers(0, 2 ** 32 - 1), image=images(max_side=24))
+def test_torch_forward_equals_engine(spec, seed, image):
+    arrays = random_arrays(spec, seed)
+    assert np.array_equal(torch_upscale(spec, arrays, image), LutModel(spec, arrays).upscale(image))
+
+
+@pytest.mark.parametrize("make", [srlut, mulut_sdy_x2, rclut_paper])
+def test_named_families_at_interval_16(make):
+    spec = make()
+    arrays = random_arrays(spec, 3)
+    image = np.random.default_rng(1).integers(0, 256, (13, 10), dtype=np.uint8)
+    image[0] = 255
+    assert np.array_equal(torch_upscale(spec, arrays, image), LutModel(spec, arrays).upscale(image))
+
+
+def test_round_half_even_div():
+    num = torch.arange(-50, 51)
+    for den in (1, 2, 3, 4, 6, 192):
+        expected = [round(__import__("fractions").Fraction(int(n), den)) for n in num]
+        assert round_half_even_div(num, den).tolist() == expected
+
+
+def test_gradients_reach_every_table():
+    spec = rclut_paper()
+    spec = ModelSpec(spec.name, 4, spec.stages, interval=64)
+    arrays = random_arrays(spec, 0)
+    net = LutForward(spec, arrays)
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 1, 9, 9)).astype(np.float32))
+    net(x).float().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
+
+
+def test_export_round_trips():
+    spec = ModelSpec("m", 2, mulut_sdy_x2().stages, interval=64)
+    arrays = random_arrays(spec, 5)
+    exported = LutForward(spec, arrays).export_arrays()
+    assert exported.keys() == arrays.keys()
+    for k in arrays:
+        assert exported[k].dtype == arrays[k].dtype and np.array_equal(exported[k], arrays[k])
