@@ -1,0 +1,71 @@
+"""Network -> LUT bundle: sample every block on the spec's grid, tabulate every RC window.
+
+* 4-input block: its MLP on all ``levels**4`` grid points (level k is pixel ``min(k*interval,
+  255)``), stored ``int8(round(clamp(out, -1, 1) * 127))``; 1-input block: all 256 values.
+* RC window: before its tanh the module is ``mean_p(a_p x_p / 255 + b_p)``, so window position p
+  becomes a 256-entry table ``T[p, v] = round(F * (a_p v / 255 + b_p))`` in fixed point (F a
+  power of two chosen so every entry fits int32), and ``round((tanh(m) + 1) * 127.5) >= k``
+  becomes ``sum_p T[p, v_p] >= thr[k]`` with ``thr[k] = ceil(F * N^2 * atanh((k - 0.5) / 127.5
+  - 1))``: an exact integer function of the window, the same in torch and numba.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from rclut_numba.spec import ModelSpec, array_key
+
+from .networks import Block, LUTNet, RCModule
+
+RC_MAX_FRACTION_BITS = 24
+
+
+def grid_values(spec: ModelSpec) -> torch.Tensor:
+    """Pixel values of the 4D LUT sample points: 0, interval, ..., 256 - interval, 255."""
+    return torch.tensor([min(k * spec.interval, 255) for k in range(spec.levels)], dtype=torch.float64)
+
+
+@torch.no_grad()
+def sample_block(block: Block, spec: ModelSpec, chunk: int = 1 << 16) -> np.ndarray:
+    """(rows, outputs) int8 table of one block's MLP (its RC module excluded)."""
+    if block.n_in == 1:
+        inputs = torch.arange(256, dtype=torch.float64).unsqueeze(1)
+    else:
+        g = grid_values(spec)
+        inputs = torch.cartesian_prod(g, g, g, g)  # row index a*L^3 + b*L^2 + c*L + d
+    dtype = block.conv1.weight.dtype
+    outs = [block.mlp((inputs[i:i + chunk] / 255.0).to(dtype)) for i in range(0, len(inputs), chunk)]
+    out = torch.cat(outs).double()
+    return torch.round(torch.clamp(out, -1, 1) * 127).to(torch.int8).cpu().numpy()
+
+
+@torch.no_grad()
+def tabulate_rc(rc: RCModule) -> tuple[np.ndarray, np.ndarray]:
+    """(N*N, 256) int32 window tables and the (255,) int64 thresholds of one RC module."""
+    a, b = (t.double().cpu() for t in rc.affine())
+    n2 = rc.window * rc.window
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    real = a[:, None] * values[None, :] + b[:, None]  # (N*N, 256), the pre-tanh contributions
+    biggest = float(real.abs().max()) or 1.0
+    bits = min(RC_MAX_FRACTION_BITS, int(math.floor(math.log2((2 ** 31 - 1) / biggest))))
+    fixed = 2.0 ** bits
+    table = torch.round(real * fixed)
+    k = torch.arange(1, 256, dtype=torch.float64)
+    # the RC index reaches k when (tanh(m) + 1) * 127.5 >= k - 0.5, i.e. m >= atanh(...)
+    thresholds = torch.ceil(fixed * n2 * torch.atanh((k - 0.5) / 127.5 - 1.0))
+    return table.numpy().astype(np.int32), thresholds.numpy().astype(np.int64)
+
+
+def transfer(net: LUTNet) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """All tables of a trained network, named as the bundle names them."""
+    spec = net.spec
+    arrays = {}
+    for si, bi, br in spec.branches():
+        key = array_key(si, bi)
+        block = net.blocks[key]
+        arrays[f"{key}_lut"] = sample_block(block, spec)
+        if br.rc:
+            arrays[f"{key}_rc_table"], arrays[f"{key}_rc_thresholds"] = tabulate_rc(block.rc)
+    return spec, arrays
