@@ -77,79 +77,98 @@ class LutForward(nn.Module):
 
     # ---- pieces --------------------------------------------------------------------------
     def _rc_map(self, key: str, n: int, x: torch.Tensor) -> torch.Tensor:
-        """RC index map of a (rotated) image x; exact forward, secant gradient."""
-        table = _ste_round(self.rc_tables[key], -2 ** 31, 2 ** 31 - 1)
+        """RC index map of a (rotated) image x (N, 1, H, W); exact forward, secant gradient."""
+        table = _ste_round(self.rc_tables[key], -2 ** 31, 2 ** 31 - 1).reshape(-1, 1)
         thr = getattr(self, f"{key}_thr")
         c = n // 2
-        h, w = x.shape[-2:]
-        xp = F.pad(x, (c, c, c, c), mode="replicate")
-        total = torch.zeros_like(x, dtype=torch.float64)
+        b, _, h, w = x.shape
+        xp = F.pad(x, (c, c, c, c), mode="replicate") if c else x
+        v = F.unfold(xp, n).transpose(1, 2).reshape(-1, n * n)  # (N*H*W, n*n), row p = n*i + j
+        idx = v.detach().round().long() + 256 * torch.arange(n * n, device=x.device)
         with torch.no_grad():
+            t = table.reshape(n * n, 256)
             levels = torch.arange(256, device=x.device)
-            slope_table = (table[:, (levels + 1).clamp(max=255)] - table[:, (levels - 1).clamp(min=0)]) / 2
-        for i in range(n):
-            for j in range(n):
-                p = n * i + j
-                v = xp[..., i:i + h, j:j + w]
-                idx = v.detach().round().long()
-                total = total + table[p][idx] + slope_table[p][idx] * (v - v.detach()).double()
-        exact_m = total.detach().round().long()
-        q = torch.searchsorted(thr, exact_m.reshape(-1), right=True).reshape(exact_m.shape)
+            slope = ((t[:, (levels + 1).clamp(max=255)] - t[:, (levels - 1).clamp(min=0)]) / 2).reshape(-1, 1)
+        # M = sum_p T[p, v_p]; its gradient to v_p is the table's central difference
+        total = (F.embedding_bag(idx, table, mode="sum")
+                 + F.embedding_bag(idx, slope, mode="sum", per_sample_weights=(v - v.detach()).double()))
+        exact_m = total.detach().round().long().reshape(-1)
+        q = torch.searchsorted(thr, exact_m, right=True)
         k = q.clamp(1, thr.numel() - 1)
         gap = (thr[k] - thr[k - 1]).clamp(min=1).double()
-        surrogate = total / gap
-        return (q.double() + surrogate - surrogate.detach()).to(x.dtype)
+        surrogate = total.reshape(-1) / gap
+        q = q.double() + surrogate - surrogate.detach()
+        return q.reshape(b, 1, h, w).to(x.dtype)
 
-    def _lookup(self, key: str, pattern: str, src: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) -> (N, K, H, W): the branch's LUT applied at every anchor."""
+    def _bags(self, pattern: str, src: torch.Tensor, row_start: int):
+        """Per anchor of src (N, 1, H, W): 5 LUT rows and their weights (M, 5), plus the 1D
+        input-gradient term's inputs (None for 4D)."""
         spec = self.spec
-        lut = _ste_round(self.luts[key], -128, 127)
         offsets = PATTERN_OFFSETS[pattern]
         h, w = src.shape[-2:]
         e = max(max(dy, dx) for dy, dx in offsets)
         xp = F.pad(src, (0, e, 0, e), mode="replicate") if e else src
-        vals = [xp[:, 0, dy:dy + h, dx:dx + w] for dy, dx in offsets]  # each (N, H, W)
+        vals = [xp[:, 0, dy:dy + h, dx:dx + w].reshape(-1) for dy, dx in offsets]  # each (M,)
         if len(vals) == 1:
             v = vals[0]
-            idx = v.detach().round().long()
-            # exact entry forward; backward to the input through the table's central difference
-            with torch.no_grad():
-                slope = (lut[(idx + 1).clamp(max=255)] - lut[(idx - 1).clamp(min=0)]) / 2
-            out = lut[idx] + slope * (v - v.detach()).unsqueeze(-1)
-            return (spec.interval * out).permute(0, 3, 1, 2)
+            idx = (v.detach().round().long() + row_start).unsqueeze(1).expand(-1, 5)
+            weights = torch.zeros(idx.shape, dtype=v.dtype, device=v.device)
+            weights[:, 0] = spec.interval  # a 1D LUT is exact: one row, full weight
+            return idx, weights, v
         interval, levels = spec.interval, spec.levels
-        v = torch.stack(vals)  # (4, N, H, W)
+        v = torch.stack(vals, 1)  # (M, 4)
         lower = torch.div(v.detach().round().long(), interval, rounding_mode="floor")
         frac = v - (lower * interval).to(v.dtype)
-        frac_sorted, order = torch.sort(frac, dim=0, descending=True, stable=True)
+        f, order = torch.sort(frac, dim=1, descending=True, stable=True)
         strides = torch.tensor([levels ** 3, levels ** 2, levels, 1], device=v.device)
-        index = (lower * strides.view(4, 1, 1, 1)).sum(0)
-        f = [frac_sorted[t] for t in range(4)]
-        weights = [interval - f[0], f[0] - f[1], f[1] - f[2], f[2] - f[3], f[3]]
-        out = weights[0].unsqueeze(-1) * lut[index]
-        for t in range(4):
-            index = index + strides[order[t]]
-            out = out + weights[t + 1].unsqueeze(-1) * lut[index]
-        return out.permute(0, 3, 1, 2)  # (N, K, H, W)
+        base = (lower * strides).sum(1, keepdim=True) + row_start
+        idx = torch.cat([base, base + torch.cumsum(strides[order], 1)], 1)  # the walk's 5 vertices
+        weights = torch.cat([interval - f[:, :1], f[:, :-1] - f[:, 1:], f[:, 3:]], 1)
+        return idx, weights, None
+
+    def _stage_acc(self, si: int, x: torch.Tensor) -> torch.Tensor:
+        """Exact sum over branches and rotations, in the image frame: (N, 1, H*s, W*s)."""
+        spec = self.spec
+        stage = spec.stages[si]
+        s = spec.scale if si == len(spec.stages) - 1 else 1
+        keys = [array_key(si, bi) for bi in range(len(stage.branches))]
+        luts = [_ste_round(self.luts[k], -128, 127) for k in keys]
+        table = torch.cat(luts) if len(luts) > 1 else luts[0]
+        starts = np.cumsum([0] + [lut.shape[0] for lut in luts[:-1]])
+        parts = []  # (rotation, shape, idx, weights, 1D input or None, branch)
+        for bi, br in enumerate(stage.branches):
+            for r in range(4):
+                xr = torch.rot90(x, r, (2, 3))
+                src = self._rc_map(keys[bi], br.rc, xr) if br.rc else xr
+                idx, wts, v1 = self._bags(br.pattern, src, int(starts[bi]))
+                parts.append((r, xr.shape, idx, wts, v1, bi))
+        # one fused weighted gather for the whole stage: sum_j w_j * table[idx_j]
+        out = F.embedding_bag(torch.cat([p[2] for p in parts]), table, mode="sum",
+                              per_sample_weights=torch.cat([p[3] for p in parts]).to(table.dtype))
+        acc = None
+        # split (not slicing): its backward is one concatenation, not a zero-filled copy per part
+        for (r, shape, idx, _, v1, bi), o in zip(parts, out.split([p[2].shape[0] for p in parts])):
+            if v1 is not None:  # 1D LUT: gradient to its input via the table's central difference
+                with torch.no_grad():
+                    row = idx[:, 0]
+                    lo = (row - 1).clamp(min=int(starts[bi]))
+                    hi = (row + 1).clamp(max=int(starts[bi]) + 255)
+                    slope = (table[hi] - table[lo]) / 2
+                o = o + spec.interval * slope * (v1 - v1.detach()).unsqueeze(1)
+            nb, _, h, w = shape
+            o = o.reshape(nb, h, w, -1).permute(0, 3, 1, 2)
+            if s > 1:
+                o = F.pixel_shuffle(o, s)
+            o = torch.rot90(o, -r, (2, 3))
+            acc = o if acc is None else acc + o
+        return acc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
         for si, stage in enumerate(spec.stages):
-            last = si == len(spec.stages) - 1
-            s = spec.scale if last else 1
-            acc = None
-            for bi, br in enumerate(stage.branches):
-                key = array_key(si, bi)
-                for r in range(4):
-                    xr = torch.rot90(x, r, (2, 3))
-                    src = self._rc_map(key, br.rc, xr) if br.rc else xr
-                    out = self._lookup(key, br.pattern, src)
-                    if s > 1:
-                        out = F.pixel_shuffle(out, s)
-                    out = torch.rot90(out, -r, (2, 3))
-                    acc = out if acc is None else acc + out
+            acc = self._stage_acc(si, x)
             n = len(stage.branches)
-            if last:
+            if si == len(spec.stages) - 1:
                 x = _exact_stage_output(acc, spec.interval * n, 0)
             else:
                 x = _exact_stage_output(acc, spec.interval * 4 * n, 127)

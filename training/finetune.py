@@ -1,0 +1,132 @@
+"""LUT fine-tuning: gradient descent on the table entries through the torch LUT forward.
+
+The forward pass is the deployed engine's exact arithmetic (``lut_forward.py``), so what is
+optimised here is what ``rclut`` computes.  Run folder ``RUN/`` (default: next to the output):
+``last.pt`` (tables, optimizer, step; written atomically), ``log.jsonl`` (loss, lr, s/step and
+the engine's validation PSNR), so an interrupted run continues with ``--resume``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rclut_numba.bundle import BundleError, load_bundle, save_bundle
+from rclut_numba.engine import LutModel
+
+from .data import SRDataset
+from .lut_forward import LutForward
+from .train import REPO_ROOT, TrainError, _Progress, _truncate_log, atomic_torch_save, cosine_factor
+
+
+def engine_psnr(spec, arrays, val_dir) -> float:
+    from rclut_numba.evaluation import evaluate
+    return evaluate(LutModel(spec, arrays).upscale, val_dir, spec.scale, out=lambda _s: None)["mean_psnr"]
+
+
+def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 32, crop: int = 48,
+             lr: float = 1e-2, lr_min: float = 1e-3, run_dir=None, resume: bool = False,
+             force: bool = False, seed: int = 0, val_every: int = 500, val_data=None,
+             train_rc: bool = True, threads: int | None = None, log_every: int = 20,
+             ckpt_every: int = 100, stop_after: int | None = None, quiet: bool = False) -> dict:
+    """Fine-tune a bundle's tables; writes ``output`` (a bundle) when the schedule completes.
+
+    ``lr`` is in table units (an int8 entry moves by about ``lr`` per step).  Returns
+    ``{"losses", "psnr_before", "psnr_after", "seconds"}`` (PSNRs from the numba engine on the
+    validation set, None when it is absent).
+    """
+    output = Path(output)
+    if output.exists() and not force:
+        raise BundleError(f"{output} exists; use --force to overwrite")
+    if not output.parent.is_dir():
+        raise BundleError(f"output folder {output.parent} does not exist")
+    spec, arrays = load_bundle(bundle)
+    run = Path(run_dir) if run_dir else output.with_name(output.stem + "_finetune")
+    run.mkdir(parents=True, exist_ok=True)
+    last_path, log_path = run / "last.pt", run / "log.jsonl"
+    if last_path.exists() and not resume:
+        raise TrainError(f"{run} already holds a fine-tuning run; pass --resume or another --run")
+    if threads:
+        torch.set_num_threads(threads)
+    say = (lambda *_: None) if quiet else (lambda s: print(s, flush=True))
+
+    net = LutForward(spec, arrays, train_rc=train_rc)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, steps, lr, lr_min))
+    start = 0
+    if resume and last_path.exists():
+        ck = torch.load(last_path, map_location="cpu", weights_only=False)
+        if ck.get("spec") != spec.to_json() or ck.get("steps") != steps:
+            raise TrainError(f"{last_path} belongs to another model or schedule")
+        net.load_state_dict(ck["tables"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start = int(ck["step"])
+        _truncate_log(log_path, start)
+        say(f"resumed {run} at step {start}/{steps}")
+
+    vd = Path(val_data) if val_data else REPO_ROOT.parent / "shared" / "data" / "benchmark" / "Set5"
+    val_dir = vd if (vd / "HR").is_dir() else None
+    if val_dir is None:
+        say(f"validation skipped: {vd} has no HR/ folder")
+    psnr_before = engine_psnr(spec, arrays, val_dir) if val_dir else None
+    if psnr_before is not None:
+        say(f"engine PSNR before fine-tuning: {psnr_before:.4f} dB ({val_dir.name})")
+
+    dataset = SRDataset(data_dirs, spec.scale, crop, run / "cache", seed, log=say)
+
+    def save(step):
+        atomic_torch_save({"spec": spec.to_json(), "steps": steps, "tables": net.state_dict(),
+                           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                           "step": step}, last_path)
+
+    losses, window, t_last, t0 = [], [], time.time(), time.time()
+    end = steps if stop_after is None else min(steps, stop_after)
+    bar = _Progress(start, steps, log_every, enabled=not quiet)
+    with open(log_path, "a") as logf:
+        try:
+            for step in range(start, end):
+                lr_b, hr_b = dataset.batch(step, batch_size)
+                pred = net(torch.round(lr_b * 255.0))
+                loss = F.mse_loss(pred / 255.0, hr_b)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainError(f"loss became {value} at step {step + 1}; lower the lr")
+                losses.append(value)
+                window.append(value)
+                done = step + 1
+                bar.update(done, value, opt.param_groups[0]["lr"])
+                if done % log_every == 0 or done == end:
+                    now = time.time()
+                    logf.write(json.dumps({"step": done, "loss": sum(window) / len(window),
+                                           "lr": opt.param_groups[0]["lr"],
+                                           "s_per_step": (now - t_last) / len(window)}) + "\n")
+                    logf.flush()
+                    window, t_last = [], now
+                if val_dir is not None and val_every and (done % val_every == 0 or done == steps):
+                    p = engine_psnr(spec, net.export_arrays(), val_dir)
+                    logf.write(json.dumps({"step": done, "val_psnr": p}) + "\n")
+                    logf.flush()
+                    bar.write(f"step {done}: engine PSNR {p:.4f} dB ({val_dir.name})")
+                if done % ckpt_every == 0 or done == end:
+                    save(done)
+        finally:
+            bar.close()
+    seconds = time.time() - t0
+    if end < steps:
+        say(f"stopped after step {end}/{steps}; continue with --resume")
+        return {"losses": losses, "psnr_before": psnr_before, "psnr_after": None, "seconds": seconds}
+    final = net.export_arrays()
+    save_bundle(output, spec, final, force=force)
+    psnr_after = engine_psnr(spec, final, val_dir) if val_dir else None
+    say(f"wrote {output}" + (f"; engine PSNR {psnr_before:.4f} -> {psnr_after:.4f} dB"
+                             if val_dir else "") + f" in {seconds / 60:.1f} min")
+    return {"losses": losses, "psnr_before": psnr_before, "psnr_after": psnr_after, "seconds": seconds}
