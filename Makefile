@@ -2,22 +2,41 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-test
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+RUNTIME := $(VENV)/.installed-runtime
+TESTDEPS := $(VENV)/.installed-test
 
-.PHONY: test setup demo bench results clean
+.PHONY: demo test bench results figure clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
 
-setup: $(STAMP)
+$(RUNTIME): pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e .
+	touch $@
 
-test: $(STAMP)
+$(TESTDEPS): pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e '.[test]'
+	touch $@ $(RUNTIME)
+
+# x4 upscale of the bundled public-domain sample with the embedded default RC-LUT model
+demo: $(RUNTIME)
+	mkdir -p out
+	$(VENV)/bin/rclut upscale rclut_numba/samples/astronaut_lr.png -o out/astronaut_x4.png --force
+	@echo "output: out/astronaut_x4.png"
+
+test: $(TESTDEPS)
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(TESTDEPS)
 	$(PY) benchmarks/bench_engine.py
 
+# README results table (needs ../shared for the benchmark sets)
+results: $(TESTDEPS)
+	$(PY) scripts/results.py
+
+figure: $(TESTDEPS)
+	$(PY) scripts/make_figure.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info out

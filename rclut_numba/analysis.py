@@ -243,10 +243,10 @@ def random_model(spec: ModelSpec, seed: int = 0) -> LutModel:
                                             dtype=np.int8)
         if br.rc:
             n2 = br.rc * br.rc
-            table = rng.integers(-(2 ** 20), 2 ** 20, (n2, 256)).astype(np.int32)
+            table = rng.integers(-32768, 32768, (n2, 256)).astype(np.int16)
             pixels = rng.integers(0, 256, (4096, n2))
             sums = table[np.arange(n2), pixels].astype(np.int64).sum(axis=1)
             thresholds = np.quantile(sums, np.arange(1, 256) / 256.0)
             arrays[f"{key}_rc_table"] = table
-            arrays[f"{key}_rc_thresholds"] = np.sort(np.round(thresholds)).astype(np.int64)
+            arrays[f"{key}_rc_thresholds"] = np.sort(np.round(thresholds)).astype(np.int32)
     return LutModel(spec, arrays, source=f"<random tables, seed {seed}>")

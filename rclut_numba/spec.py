@@ -17,7 +17,7 @@ The arithmetic every implementation shares (engine, slow reference, torch LUT fo
 * Last stage: ``y = round(clip(acc / (interval * branches), 0, 255))``.
 * ``round`` is round-half-to-even of the exact rational value.
 * An RC window turns its N*N pixels into ``q = #{k : sum_p table[p, pixel_p] >= thr[k]}``
-  (int32 tables, 255 sorted int64 thresholds, so q is 0..255); the pattern then reads q
+  (int16 tables, 255 sorted int32 thresholds, so q is 0..255); the pattern then reads q
   exactly as it would read the image.  Table row ``p = N*i + j`` is the pixel at offset
   ``(i - N//2, j - N//2)`` from the centre, in the rotated frame; the window is edge-padded.
 """
@@ -128,8 +128,8 @@ class ModelSpec:
             key = array_key(si, bi)
             out[f"{key}_lut"] = ((self.lut_rows(br), self.n_outputs(si)), "int8")
             if br.rc:
-                out[f"{key}_rc_table"] = ((br.rc * br.rc, 256), "int32")
-                out[f"{key}_rc_thresholds"] = ((255,), "int64")
+                out[f"{key}_rc_table"] = ((br.rc * br.rc, 256), "int16")
+                out[f"{key}_rc_thresholds"] = ((255,), "int32")
         return out
 
     def describe(self) -> str:

@@ -31,11 +31,11 @@ def random_arrays(spec: ModelSpec, seed: int) -> dict:
         arrays[f"{key}_lut"] = rng.integers(-128, 128, (spec.lut_rows(br), spec.n_outputs(si)), dtype=np.int8)
         if br.rc:
             n2 = br.rc * br.rc
-            table = rng.integers(-(2 ** 20), 2 ** 20, (n2, 256)).astype(np.int32)
-            lo, hi = int(table.min(axis=1).sum()), int(table.max(axis=1).sum())
+            table = rng.integers(-32768, 32768, (n2, 256)).astype(np.int16)
+            lo, hi = int(table.min(axis=1).astype(np.int64).sum()), int(table.max(axis=1).astype(np.int64).sum())
             # thresholds spread over the central part of the reachable sums, so q varies
             span = max(1, (hi - lo) // 4)
-            thr = np.sort(rng.integers(lo + span, hi - span + 1, 255)).astype(np.int64)
+            thr = np.sort(rng.integers(lo + span, hi - span + 1, 255)).astype(np.int32)
             arrays[f"{key}_rc_table"] = table
             arrays[f"{key}_rc_thresholds"] = thr
     return arrays

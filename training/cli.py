@@ -3,6 +3,8 @@
   rclut-train train --config C --data DIR [DIR...] --out RUN [--resume] [--steps N]
                     [--device D] [--set KEY=VALUE ...]
   rclut-train eval-network --config C --weights W --data DIR
+  rclut-train transfer RUN|CHECKPOINT|WEIGHTS.npz -o model.npz [--config C] [--force]
+  rclut-train finetune model.npz --data DIR [DIR...] -o model_ft.npz [--steps N] [--resume]
 
 ``--weights`` takes a run checkpoint (``RUN/last.pt``, ``RUN/best.pt``) or the published
 MuLUT network (``network_2022.npz``).  Data-parallel training: ``torchrun --nproc_per_node N
@@ -43,7 +45,83 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int)
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a [train] key (e.g. nf) of the config")
+
+    x = sub.add_parser("transfer", help="sample a trained network into a LUT bundle")
+    x.add_argument("source", help="run folder (uses best.pt, else last.pt), a checkpoint, or MuLUT .npz weights")
+    x.add_argument("-o", "--output", required=True, help="bundle to write (.npz)")
+    x.add_argument("--config", help="config file (required with .npz weights)")
+    x.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="which checkpoint of a run folder (default: best validation PSNR)")
+    x.add_argument("--force", action="store_true", help="overwrite the output")
+
+    f = sub.add_parser("finetune", help="fine-tune a bundle's tables through the LUT forward")
+    f.add_argument("bundle", help="bundle to start from (.npz)")
+    f.add_argument("--data", required=True, nargs="+", help="folders of HR training images")
+    f.add_argument("-o", "--output", required=True, help="fine-tuned bundle to write (.npz)")
+    f.add_argument("--run", help="run folder for checkpoints and log (default: OUTPUT_finetune/)")
+    f.add_argument("--steps", type=int, default=2000)
+    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--crop", type=int, default=48)
+    f.add_argument("--lr", type=float, default=1e-2, help="in table units (default 1e-2)")
+    f.add_argument("--lr-min", type=float, default=1e-3)
+    f.add_argument("--val-every", type=int, default=500)
+    f.add_argument("--val-data", help="dataset folder with HR/ (default ../shared/.../Set5)")
+    f.add_argument("--freeze-rc", action="store_true", help="keep RC window tables fixed")
+    f.add_argument("--threads", type=int)
+    f.add_argument("--stop-after", type=int, help="stop after this step (schedule unchanged)")
+    f.add_argument("--resume", action="store_true")
+    f.add_argument("--force", action="store_true", help="overwrite the output")
     return p
+
+
+def _load_network(source, config, which="best"):
+    """A LUTNet from a run folder, a checkpoint or published MuLUT weights (+ config)."""
+    from .config import ConfigError, load_config
+    from .networks import load_mulut_npz
+    from .train import TrainError, build_model, load_checkpoint, model_from_checkpoint
+
+    source = Path(source)
+    if source.is_dir():
+        candidates = [source / f"{which}.pt", source / "last.pt"]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise TrainError(f"{source} holds no checkpoint ({which}.pt or last.pt)")
+        source = found[0]
+    if not source.is_file():
+        raise TrainError(f"{source} does not exist")
+    if source.suffix == ".npz":
+        if not config:
+            raise ConfigError("--config is required with .npz weights")
+        spec, cfg = load_config(config)
+        model = build_model(spec, cfg)
+        load_mulut_npz(model, source)
+        return model, source
+    return model_from_checkpoint(load_checkpoint(source)), source
+
+
+def _transfer(args) -> None:
+    from rclut_numba.bundle import bundle_size_kb, save_bundle
+
+    from .transfer import transfer
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; use --force to overwrite")
+    model, source = _load_network(args.source, args.config, args.checkpoint)
+    spec, arrays = transfer(model.eval())
+    spec = type(spec)(spec.name, spec.scale, spec.stages, spec.interval,
+                      extra={**spec.extra, "transferred_from": str(source)})
+    save_bundle(out, spec, arrays, force=args.force)
+    print(f"wrote {out}: {spec.describe()}, {bundle_size_kb(spec, arrays):.1f} KB of tables")
+
+
+def _finetune(args) -> None:
+    from .finetune import finetune
+
+    finetune(args.bundle, args.data, args.output, steps=args.steps, batch_size=args.batch_size,
+             crop=args.crop, lr=args.lr, lr_min=args.lr_min, run_dir=args.run, resume=args.resume,
+             force=args.force, val_every=args.val_every, val_data=args.val_data,
+             train_rc=not args.freeze_rc, threads=args.threads, stop_after=args.stop_after)
 
 
 def _eval_network(args) -> None:
@@ -95,6 +173,7 @@ def _train_cmd(args) -> None:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     # Errors a user can fix get one line; anything else is a bug and keeps its traceback.
+    from rclut_numba.bundle import BundleError
     from rclut_numba.evaluation import DatasetError
     from rclut_numba.imaging import ImageError
     from rclut_numba.spec import SpecError
@@ -105,12 +184,10 @@ def main(argv=None) -> int:
     from .train import TrainError
 
     try:
-        if args.command == "train":
-            _train_cmd(args)
-        else:
-            _eval_network(args)
+        {"train": _train_cmd, "eval-network": _eval_network, "transfer": _transfer,
+         "finetune": _finetune}[args.command](args)
     except (ConfigError, SpecError, DataError, DatasetError, ImageError, WeightsError,
-            TrainError, FileNotFoundError) as e:
+            TrainError, BundleError, FileNotFoundError, FileExistsError) as e:
         print(f"rclut-train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,12 +33,19 @@ class TrainConfig:
     ckpt_every: int = 1000       # checkpoint every N steps (and at the end / when stopped)
     log_every: int = 100         # loss line in log.jsonl and on stdout every N steps
     seed: int = 0
+    amp: str = ""                # "" = float32; "bf16" = MLP matmuls in bfloat16 autocast (about 2x
+                                 # faster on CPUs with AVX512-BF16; RC, rounding and sums stay float32)
+    compile: bool = False        # torch.compile the training forward (measured ~7% on CPU, ~45 s to compile)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def _coerce(name: str, value, want):
+    if want is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"[train] {name} must be true or false, got {value!r}")
+        return value
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want is int and isinstance(value, float) and value.is_integer():
@@ -77,7 +84,7 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
     if unknown:
         raise ConfigError(f"{path}: unknown [train] key(s) {', '.join(unknown)}; known: "
                           f"{', '.join(known)}")
-    types = {"int": int, "float": float, "str": str}
+    types = {"int": int, "float": float, "str": str, "bool": bool}
     values = {k: _coerce(k, v, types[known[k].type]) for k, v in table.items()}
     cfg = TrainConfig(**values)
     for key in ("nf", "batch_size", "crop", "steps"):
@@ -86,6 +93,8 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
     for key in ("rc_channels", "val_every", "ckpt_every", "log_every"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{path}: [train] {key} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.amp not in ("", "bf16"):
+        raise ConfigError(f"{path}: [train] amp must be \"\" or \"bf16\", got {cfg.amp!r}")
     if not 0 < cfg.lr_min <= cfg.lr:
         raise ConfigError(f"{path}: [train] needs 0 < lr_min <= lr, got lr={cfg.lr}, "
                           f"lr_min={cfg.lr_min}")

@@ -61,11 +61,19 @@ def _cache_key(path: Path, scale: int) -> str:
     return "k" + hashlib.sha1(ident.encode()).hexdigest()[:20]
 
 
+def _chmod_default(path) -> None:
+    """mkstemp creates 0600 files; give the final file the usual umask-based mode."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _atomic_savez(path: Path, arrays: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        _chmod_default(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

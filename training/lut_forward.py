@@ -5,7 +5,7 @@ to integers, every sum is of integer-valued floats far below 2**24, and each sta
 is done on int64 tensors with the engine's round-half-to-even.  Gradients use straight-through
 estimates:
 
-* table entries: ``round`` passes the gradient unchanged (clamped to the int8 / int32 range);
+* table entries: ``round`` passes the gradient unchanged (clamped to the int8 / int16 range);
 * stage roundings: d(out)/d(acc) = 1 / divisor, as if no rounding happened;
 * 4-simplex interpolation is piecewise linear in its inputs, so the gradient reaches the
   previous stage through the interpolation weights, as in MuLUT's LUT fine-tuning;
@@ -56,7 +56,7 @@ class LutForward(nn.Module):
             key = array_key(si, bi)
             self.luts[key] = nn.Parameter(torch.from_numpy(arrays[f"{key}_lut"].astype(np.float32)))
             if br.rc:
-                # float64: int32 entries are not exact in float32
+                # float64 keeps window sums exact whatever their size
                 table = torch.from_numpy(arrays[f"{key}_rc_table"].astype(np.float64))
                 self.rc_tables[key] = nn.Parameter(table, requires_grad=train_rc)
                 self.register_buffer(f"{key}_thr", torch.from_numpy(arrays[f"{key}_rc_thresholds"].copy()))
@@ -70,15 +70,15 @@ class LutForward(nn.Module):
             lut = torch.clamp(torch.round(self.luts[key].detach()), -128, 127)
             out[f"{key}_lut"] = lut.cpu().numpy().astype(np.int8)
             if br.rc:
-                t = torch.clamp(torch.round(self.rc_tables[key].detach()), -2 ** 31, 2 ** 31 - 1)
-                out[f"{key}_rc_table"] = t.cpu().numpy().astype(np.int32)
-                out[f"{key}_rc_thresholds"] = getattr(self, f"{key}_thr").cpu().numpy().astype(np.int64)
+                t = torch.clamp(torch.round(self.rc_tables[key].detach()), -32768, 32767)
+                out[f"{key}_rc_table"] = t.cpu().numpy().astype(np.int16)
+                out[f"{key}_rc_thresholds"] = getattr(self, f"{key}_thr").cpu().numpy().astype(np.int32)
         return out
 
     # ---- pieces --------------------------------------------------------------------------
     def _rc_map(self, key: str, n: int, x: torch.Tensor) -> torch.Tensor:
         """RC index map of a (rotated) image x (N, 1, H, W); exact forward, secant gradient."""
-        table = _ste_round(self.rc_tables[key], -2 ** 31, 2 ** 31 - 1).reshape(-1, 1)
+        table = _ste_round(self.rc_tables[key], -32768, 32767).reshape(-1, 1)
         thr = getattr(self, f"{key}_thr")
         c = n // 2
         b, _, h, w = x.shape

@@ -66,6 +66,13 @@ def default_threads(local_world: int = 1) -> int:
     return max(1, cores // max(1, local_world))
 
 
+def _chmod_default(path) -> None:
+    """mkstemp creates 0600 files; give the final file the usual umask-based mode."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -73,6 +80,7 @@ def atomic_torch_save(obj, path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        _chmod_default(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -87,6 +95,10 @@ def cosine_factor(step: int, total: int, lr: float, lr_min: float) -> float:
 
 def build_model(spec: ModelSpec, cfg: TrainConfig) -> LUTNet:
     return LUTNet(spec, nf=cfg.nf, rc_channels=cfg.rc_channels or cfg.nf)
+
+
+def _amp_dtype(cfg: TrainConfig):
+    return torch.bfloat16 if cfg.amp == "bf16" else None
 
 
 def load_checkpoint(path) -> dict:
@@ -113,12 +125,15 @@ def model_from_checkpoint(ck: dict) -> LUTNet:
 def validate(model: LUTNet, val_dir, scale: int) -> tuple[float, float]:
     from rclut_numba.evaluation import evaluate
 
-    was = model.training
+    was, amp = model.training, [b.amp_dtype for b in model.blocks.values()]
     model.eval()
+    model.set_amp(None)  # score the float32 network, as eval-network does
     try:
         res = evaluate(model.upscale_uint8, val_dir, scale, out=lambda _line: None)
     finally:
         model.train(was)
+        for b, a in zip(model.blocks.values(), amp):
+            b.amp_dtype = a
     return res["mean_psnr"], res["mean_ssim"]
 
 
@@ -295,10 +310,13 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
         else:
             say(f"validation skipped: {vd} has no HR/ folder")
 
+    model.set_amp(_amp_dtype(cfg))  # training only: validation and checkpoints are float32
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
     model.train()
 
     def save(step, path=last_path):

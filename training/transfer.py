@@ -3,14 +3,13 @@
 * 4-input block: its MLP on all ``levels**4`` grid points (level k is pixel ``min(k*interval,
   255)``), stored ``int8(round(clamp(out, -1, 1) * 127))``; 1-input block: all 256 values.
 * RC window: before its tanh the module is ``mean_p(a_p x_p / 255 + b_p)``, so window position p
-  becomes a 256-entry table ``T[p, v] = round(F * (a_p v / 255 + b_p))`` in fixed point (F a
-  power of two chosen so every entry fits int32), and ``round((tanh(m) + 1) * 127.5) >= k``
+  becomes a 256-entry table ``T[p, v] = round(F * (a_p v / 255 + b_p))`` in fixed point (F
+  chosen so the largest entry just fits int16), and ``round((tanh(m) + 1) * 127.5) >= k``
   becomes ``sum_p T[p, v_p] >= thr[k]`` with ``thr[k] = ceil(F * N^2 * atanh((k - 0.5) / 127.5
   - 1))``: an exact integer function of the window, the same in torch and numba.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from rclut_numba.spec import ModelSpec, array_key
 
 from .networks import Block, LUTNet, RCModule
 
-RC_MAX_FRACTION_BITS = 24
+RC_MAX_FRACTION_BITS = 20  # beyond this the thresholds would leave int32
 
 
 def grid_values(spec: ModelSpec) -> torch.Tensor:
@@ -43,19 +42,19 @@ def sample_block(block: Block, spec: ModelSpec, chunk: int = 1 << 16) -> np.ndar
 
 @torch.no_grad()
 def tabulate_rc(rc: RCModule) -> tuple[np.ndarray, np.ndarray]:
-    """(N*N, 256) int32 window tables and the (255,) int64 thresholds of one RC module."""
+    """(N*N, 256) int16 window tables and the (255,) int32 thresholds of one RC module."""
     a, b = (t.double().cpu() for t in rc.affine())
     n2 = rc.window * rc.window
     values = torch.arange(256, dtype=torch.float64) / 255.0
     real = a[:, None] * values[None, :] + b[:, None]  # (N*N, 256), the pre-tanh contributions
     biggest = float(real.abs().max()) or 1.0
-    bits = min(RC_MAX_FRACTION_BITS, int(math.floor(math.log2((2 ** 31 - 1) / biggest))))
-    fixed = 2.0 ** bits
+    fixed = min(2.0 ** RC_MAX_FRACTION_BITS, 32767 / biggest)  # the largest entry uses all 16 bits
     table = torch.round(real * fixed)
     k = torch.arange(1, 256, dtype=torch.float64)
     # the RC index reaches k when (tanh(m) + 1) * 127.5 >= k - 0.5, i.e. m >= atanh(...)
     thresholds = torch.ceil(fixed * n2 * torch.atanh((k - 0.5) / 127.5 - 1.0))
-    return table.numpy().astype(np.int32), thresholds.numpy().astype(np.int64)
+    thresholds = thresholds.clamp(-(2 ** 31), 2 ** 31 - 1)  # sums never get near these bounds
+    return table.numpy().astype(np.int16), thresholds.numpy().astype(np.int32)
 
 
 def transfer(net: LUTNet) -> tuple[ModelSpec, dict[str, np.ndarray]]:

@@ -11,8 +11,8 @@ def rc_index_maps(padded, offsets, table, thresholds, out):
 
     padded:     (H + 2c, W + 2c) uint8, the stage input edge-padded by c = N // 2
     offsets:    (4, N*N, 2) int64, window offsets in the original frame for each rotation
-    table:      (N*N, 256) int32
-    thresholds: (255,) int64, ascending
+    table:      (N*N, 256) int16
+    thresholds: (255,) int32, ascending
     out:        (4, H, W) uint8
     """
     n_rot, height, width = out.shape

@@ -1,0 +1,213 @@
+"""training.networks / training.data: the network arithmetic, the RC module, MuLUT weights, crops."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rclut_numba.spec import Branch, ModelSpec, mulut_sdy_x2, rclut_paper  # noqa: E402
+from training.data import SRDataset, synthetic_images  # noqa: E402
+from training.naive import naive_block, naive_forward, naive_rc  # noqa: E402
+from training.networks import Block, LUTNet, RCModule, WeightsError, load_mulut_npz, round_ste  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "training" / "configs").glob("*.toml"))
+SHARED = ROOT.parent / "shared"
+MULUT_NPZ = SHARED / "mulut" / "network_2022.npz"
+SET5 = SHARED / "data" / "benchmark" / "Set5"
+
+
+def _assert_same_up_to_rounding_flips(a, b):
+    # Two float32 evaluation orders of the same network: now and then a value sits on a
+    # rounding boundary (x.5) in one and not the other.  Anything beyond rare +-1 flips (and
+    # their small stage-2 echo) is a real difference.
+    d = (a - b).abs()
+    assert int(d.max()) <= 4 and float((d > 0).float().mean()) <= 0.01, (int(d.max()), int((d > 0).sum()))
+
+
+def _image(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, shape, generator=g).float() / 255.0
+
+
+# -- rounding ----------------------------------------------------------------------------------
+def test_round_ste_is_exact_half_even_with_identity_gradient():
+    x = torch.tensor([0.5, 1.5, 2.5, -0.5, 126.49999, 3.7], requires_grad=True)
+    y = round_ste(x)
+    assert y.tolist() == [0.0, 2.0, 2.0, -0.0, 126.0, 4.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0] * 6
+
+
+# -- RC module ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_rc_module_equals_per_position_loop(window):
+    torch.manual_seed(window)
+    rc = RCModule(window, channels=6)
+    x = _image((2, 1, 7, 9), seed=window)
+    fast, slow = rc(x), naive_rc(rc, x)
+    assert fast.shape == (2, 1, 7, 9)
+    assert torch.equal(fast, slow)
+    assert torch.equal(fast, fast.round()) and fast.min() >= 0 and fast.max() <= 255
+    # Gradients through the straight-through rounding agree with the loop as well.
+    w = torch.randn_like(fast)
+    g_fast = torch.autograd.grad((fast * w).sum(), list(rc.parameters()))
+    g_slow = torch.autograd.grad((naive_rc(rc, x) * w).sum(), list(rc.parameters()))
+    for a, b in zip(g_fast, g_slow):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_rc_window_position_is_offset_from_centre():
+    # Only position p = N*i + j responds: an impulse at (y, x) shows up at (y - di, x - dj).
+    n = 5
+    rc = RCModule(n, channels=3)
+    for i, j in [(0, 0), (1, 3), (4, 2)]:
+        p = n * i + j
+        with torch.no_grad():
+            rc.w1.zero_(); rc.b1.zero_(); rc.w2.zero_(); rc.b2.zero_()
+            rc.w1[p] = 1.0
+            rc.w2[p] = float(n * n)  # a_p = 3 * 25; the mean divides by 25 -> slope 3
+        x = torch.zeros(1, 1, 11, 11)
+        x[0, 0, 5, 5] = 1.0
+        m = rc.mean_response(x)[0, 0].detach()
+        nz = torch.nonzero(m).tolist()
+        assert nz == [[5 - (i - n // 2), 5 - (j - n // 2)]], (i, j, nz)
+        assert float(m[nz[0][0], nz[0][1]]) == pytest.approx(3.0)
+
+
+def test_rc_quantisation_formula():
+    rc = RCModule(1, channels=1)
+    with torch.no_grad():
+        rc.w1.fill_(1.0); rc.b1.zero_(); rc.w2.fill_(1.0); rc.b2.zero_()
+    x = torch.linspace(-3, 3, 50).view(1, 1, 5, 10)
+    q = rc(x)
+    assert torch.equal(q, torch.round((torch.tanh(x) + 1) * 127.5))
+
+
+# -- blocks and the whole network ----------------------------------------------------------------
+def test_pattern_pixels_in_spec_order_with_edge_padding():
+    img = torch.arange(16.0).view(1, 1, 4, 4)
+    for pattern, want_last in [("S", [15, 15, 15, 15]), ("D", [15, 15, 15, 15]),
+                               ("Y", [15, 15, 15, 15])]:
+        blk = Block(Branch(pattern), 1, 4, nf=2)
+        p = blk.patterns(img).view(4, 4, 4)
+        offsets = {"S": [(0, 0), (0, 1), (1, 0), (1, 1)], "D": [(0, 0), (0, 2), (2, 0), (2, 2)],
+                   "Y": [(0, 0), (1, 1), (1, 2), (2, 1)]}[pattern]
+        assert p[0, 0].tolist() == [4 * dy + dx for dy, dx in offsets]
+        assert p[3, 3].tolist() == want_last
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_fast_forward_equals_naive_forward(config):
+    spec = ModelSpec.from_toml(config)
+    torch.manual_seed(1)
+    model = LUTNet(spec, nf=6, rc_channels=5)
+    for shape in [(2, 1, 10, 10), (1, 1, 7, 11)]:  # square (batched rotations) and not
+        x = _image(shape, seed=shape[-1])
+        y = model(x)
+        assert y.shape == (shape[0], 1, spec.scale * shape[2], spec.scale * shape[3])
+        _assert_same_up_to_rounding_flips(y, naive_forward(model, x))
+        assert torch.equal(y, y.round())
+    x = _image((2, 1, 8, 8), seed=3)
+    hr = torch.rand(2, 1, 8 * spec.scale, 8 * spec.scale, generator=torch.Generator().manual_seed(0))
+    g1 = torch.autograd.grad(((model(x) / 255 - hr) ** 2).mean(), list(model.parameters()))
+    g2 = torch.autograd.grad(((naive_forward(model, x) / 255 - hr) ** 2).mean(),
+                             list(model.parameters()))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_single_pixel_table_gradient_matches_direct_mlp():
+    torch.manual_seed(0)
+    blk = Block(Branch("1", rc=3), 16, 4, nf=5, rc_channels=4)
+    x = _image((2, 1, 6, 6))
+    y_fast = blk(x)
+    y_slow = naive_block(blk, x)
+    torch.testing.assert_close(y_fast, y_slow, rtol=0, atol=1e-6)
+    w = torch.randn_like(y_fast)
+    g1 = torch.autograd.grad((y_fast * w).sum(), list(blk.parameters()))
+    g2 = torch.autograd.grad((naive_block(blk, x) * w).sum(), list(blk.parameters()))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_rclut_paper_layout_and_outputs():
+    spec = rclut_paper()
+    model = LUTNet(spec, nf=4)
+    assert list(model.blocks) == ["s1_b1", "s1_b2", "s1_b3", "s2_b1", "s2_b2", "s2_b3"]
+    assert model.blocks["s2_b1"].conv6.out_features == 16
+    assert model.blocks["s1_b3"].rc.window == 7 and model.blocks["s2_b1"].pattern == "1"
+
+
+# -- the published MuLUT network -------------------------------------------------------------------
+@pytest.mark.skipif(not MULUT_NPZ.is_file(), reason="../shared/mulut/network_2022.npz not present")
+def test_mulut_weights_load_and_output_is_sane():
+    model = LUTNet(mulut_sdy_x2(), nf=64)
+    load_mulut_npz(model, MULUT_NPZ)
+    d = np.load(MULUT_NPZ)
+    w = d["s1_y.model.conv1.conv.weight"]
+    assert torch.equal(model.blocks["s1_b3"].conv1.weight, torch.from_numpy(w.reshape(64, 4)))
+    if not SET5.is_dir():
+        pytest.skip("../shared/data/benchmark/Set5 not present")
+    from rclut_numba.evaluation import dataset_pairs
+    from rclut_numba.metrics import score
+
+    name, lr, hr = next(iter(dataset_pairs(SET5, 4)))  # baby, RGB
+    lr, hr = lr[:24, :24], hr[:96, :96]
+    sr = model.upscale_uint8(lr)
+    assert sr.shape == hr.shape and sr.dtype == np.uint8
+    psnr, _ = score(sr, hr, shave=4)
+    from rclut_numba.bicubic import upscale
+    bic, _ = score(upscale(lr, 4), hr, shave=4)
+    assert psnr > bic + 0.5, (psnr, bic)  # the network beats bicubic on this crop
+    # Against MuLUT's own LUT output (the LUTs were made from this network): nearly equal.
+    ref_path = SHARED / "mulut" / "reference_outputs" / "Set5" / "X4" / f"{name}.png"
+    if ref_path.is_file():
+        from rclut_numba.imaging import read_image
+        ref = read_image(ref_path)[4:92, 4:92].astype(int)
+        assert np.abs(sr[4:92, 4:92].astype(int) - ref).mean() < 1.5
+
+
+def test_mulut_npz_errors(tmp_path):
+    model = LUTNet(mulut_sdy_x2(), nf=8)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(WeightsError, match="cannot read"):
+        load_mulut_npz(model, bad)
+    np.savez(tmp_path / "part.npz", x=np.zeros(3))
+    with pytest.raises(WeightsError, match="no array 's1_s.model.conv1.conv.weight'"):
+        load_mulut_npz(model, tmp_path / "part.npz")
+    if MULUT_NPZ.is_file():
+        with pytest.raises(WeightsError, match="expected"):
+            load_mulut_npz(model, MULUT_NPZ)  # nf=8 against 64-filter weights
+
+
+# -- data --------------------------------------------------------------------------------------------
+def test_dataset_crops_are_reproducible_aligned_and_cached(tmp_path):
+    synthetic_images(tmp_path / "img", n=3, size=80)
+    logs = []
+    ds = SRDataset([tmp_path / "img"], 4, 8, tmp_path / "cache", seed=5, log=logs.append)
+    assert "3 downscaled now" in logs[-1]
+    lr, hr = ds.batch(7, 4)
+    assert lr.shape == (4, 1, 8, 8) and hr.shape == (4, 1, 32, 32)
+    lr2, hr2 = ds.batch(7, 4)
+    assert torch.equal(lr, lr2) and torch.equal(hr, hr2)
+    assert not torch.equal(ds.batch(8, 4)[0], lr)
+    # Data-parallel ranks take slices of the same global batch.
+    assert torch.equal(ds.batch(7, 4, rank=1, world=2)[0], lr[2:])
+    # LR and HR crops line up (flips/turns applied to both): the 4x4-mean of HR ~ LR.
+    pooled = torch.nn.functional.avg_pool2d(hr, 4)
+    assert (pooled - lr).abs().mean() < 0.03
+    # Second construction reads the cache; touching a file invalidates its entry only.
+    logs.clear()
+    SRDataset([tmp_path / "img"], 4, 8, tmp_path / "cache", log=logs.append)
+    assert "0 downscaled now" in logs[-1]
+    f = tmp_path / "img" / "synth_0.png"
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    SRDataset([tmp_path / "img"], 4, 8, tmp_path / "cache", log=logs.append)
+    assert "1 downscaled now" in logs[-1]

@@ -1,0 +1,179 @@
+"""training.train / training.cli: every config trains, exact resume, CLI errors, DDP, eval."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.cli import main as cli_main  # noqa: E402
+from training.data import synthetic_images  # noqa: E402
+from training.train import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "training" / "configs").glob("*.toml"))
+SHARED = ROOT.parent / "shared"
+SHARED_TRAIN = SHARED / "data" / "train" / "T91"
+SET5 = SHARED / "data" / "benchmark" / "Set5"
+MULUT_NPZ = SHARED / "mulut" / "network_2022.npz"
+TINY = ["nf=4", "rc_channels=3", "batch_size=2", "crop=12", "log_every=1", "val_every=0",
+        "ckpt_every=2"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A few training images: three real ones from ../shared when present, else synthetic."""
+    d = tmp_path_factory.mktemp("train_images")
+    real = sorted(SHARED_TRAIN.glob("*.png"))[:3] if SHARED_TRAIN.is_dir() else []
+    if real:
+        for p in real:
+            shutil.copy(p, d / p.name)
+    else:
+        synthetic_images(d, n=3, size=96)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("lr_cache")
+
+
+def _overrides(extra=()):
+    from training.config import parse_overrides
+    return parse_overrides(TINY + list(extra))
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()
+            if "loss" in json.loads(x)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_trains_a_few_steps(config, data_dir, cache_dir, tmp_path):
+    run = tmp_path / "run"
+    losses = train(config, [data_dir], run, steps=2, device="cpu", overrides=_overrides(),
+                   cache_dir=cache_dir, quiet=True)
+    assert len(losses) == 2 and all(v == v and v < 10 for v in losses)
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["step"] == 2 and ck["format"] == "rclut-train-checkpoint"
+    assert _losses(run) == losses
+    assert (run / "spec.json").is_file() and (run / "config.toml").is_file()
+
+
+def test_resume_gives_identical_losses(data_dir, cache_dir, tmp_path):
+    cfg = ROOT / "training" / "configs" / "rclut.toml"  # RC modules, 1-D tables, two stages
+    full = train(cfg, [data_dir], tmp_path / "a", steps=5, device="cpu",
+                 overrides=_overrides(), cache_dir=cache_dir, quiet=True)
+    first = train(cfg, [data_dir], tmp_path / "b", steps=5, device="cpu", stop_after=3,
+                  overrides=_overrides(), cache_dir=cache_dir, quiet=True)
+    rest = train(cfg, [data_dir], tmp_path / "b", resume=True, device="cpu",
+                 overrides=_overrides(), cache_dir=cache_dir, quiet=True)
+    assert len(first) == 3 and len(rest) == 2
+    assert first + rest == full  # bit-identical, not approximately
+    assert _losses(tmp_path / "b") == full
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_validation_and_eval_network_on_a_checkpoint(data_dir, cache_dir, tmp_path, capsys):
+    val = tmp_path / "val"
+    synthetic_images(val / "HR", n=2, size=48, seed=3)
+    run = tmp_path / "run"
+    train(ROOT / "training" / "configs" / "srlut.toml", [data_dir], run, steps=2, device="cpu",
+          overrides=_overrides(["val_every=2"]), val_data=str(val), cache_dir=cache_dir,
+          quiet=True)
+    recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert any("val_psnr" in r for r in recs) and (run / "best.pt").is_file()
+    capsys.readouterr()
+    assert cli_main(["eval-network", "--weights", str(run / "last.pt"), "--data", str(val)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("mean PSNR ") and " SSIM " in last
+
+
+def test_existing_run_needs_resume_and_cli_errors_are_one_line(data_dir, tmp_path, capsys):
+    cfg = str(ROOT / "training" / "configs" / "tiny.toml")
+    base = ["train", "--config", cfg, "--data", str(data_dir), "--quiet", "--device", "cpu",
+            "--cache", str(tmp_path / "c"), "--set", "crop=12"]
+    assert cli_main(base + ["--out", str(tmp_path / "r"), "--steps", "1"]) == 0
+    bad_cfg = tmp_path / "bad.toml"
+    bad_cfg.write_text('[model]\nname = "x"\nscale = 4\nstages = [["Q"]]\n')
+    cases = [
+        base + ["--out", str(tmp_path / "r"), "--steps", "1"],                # run exists
+        ["train", "--config", str(tmp_path / "nope.toml"), "--data", str(data_dir), "--out",
+         str(tmp_path / "r2")],                                              # missing config
+        ["train", "--config", str(bad_cfg), "--data", str(data_dir), "--out", str(tmp_path / "r3")],
+        base + ["--out", str(tmp_path / "r4"), "--set", "nff=3"],            # unknown key
+        ["train", "--config", cfg, "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r5")],
+        ["eval-network", "--config", cfg, "--weights", str(tmp_path / "w.npz"), "--data", "x"],
+    ]
+    for argv in cases:
+        capsys.readouterr()
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("rclut-train: error: ") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not (MULUT_NPZ.is_file() and (SET5 / "HR").is_dir()),
+                    reason="../shared MuLUT weights or Set5 not present")
+def test_eval_network_mulut_weights_set5():
+    # The published network scores 30.6079 dB on Set5 (MuLUT's own training log).
+    out = subprocess.run(
+        [sys.executable, "-m", "training.cli", "eval-network", "--config",
+         str(ROOT / "training" / "configs" / "mulut_sdy_x2.toml"), "--weights", str(MULUT_NPZ),
+         "--data", str(SET5)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1].split()
+    assert last[:2] == ["mean", "PSNR"]
+    assert abs(float(last[2]) - 30.608) <= 0.002, last
+
+
+def test_ddp_two_processes_gloo_match_one_process(data_dir, tmp_path):
+    """torchrun, 2 CPU processes (gloo), 1 sample each == 1 process with the batch of 2."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.is_file():
+        pytest.skip("torchrun not installed next to the Python interpreter")
+    cfg = ROOT / "training" / "configs" / "mulut_sdy_x2.toml"
+    sets = []
+    for kv in TINY:
+        sets += ["--set", kv]
+    common = ["train", "--config", str(cfg), "--data", str(data_dir), "--steps", "3",
+              "--device", "cpu", "--threads", "1", "--cache", str(tmp_path / "cache"), *sets]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, "-m", "training.cli", *common, "--out",
+                             str(tmp_path / "one")], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+                          "training.cli", *common, "--out", str(tmp_path / "two")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    assert one[0] == pytest.approx(two[0], rel=1e-6)  # same initial weights, same samples
+    assert two == pytest.approx(one, rel=1e-3)        # averaged gradients: same updates
+
+
+def test_bf16_autocast_option_trains_and_stays_close(data_dir, cache_dir, tmp_path):
+    from rclut_numba.spec import mulut_sdy_x2
+    from training.networks import LUTNet
+
+    losses = train(ROOT / "training" / "configs" / "rc_srlut.toml", [data_dir], tmp_path / "r",
+                   steps=2, device="cpu", overrides=_overrides(['amp="bf16"']),
+                   cache_dir=cache_dir, quiet=True)
+    assert len(losses) == 2
+    torch.manual_seed(0)
+    model = LUTNet(mulut_sdy_x2(), nf=8)
+    x = torch.randint(0, 256, (2, 1, 12, 12), generator=torch.Generator().manual_seed(0)) / 255.0
+    ref = model(x)
+    model.set_amp(torch.bfloat16)
+    low = model(x)
+    assert low.dtype == torch.float32 and torch.equal(low, low.round())
+    assert (low - ref).abs().mean() < 2.0  # bf16 matmuls: small, not bit-exact, differences
