@@ -81,14 +81,27 @@ class RCModule(nn.Module):
         self.b2 = nn.Parameter(torch.empty(n))
         self.reset_parameters()
 
+    # At initialisation the module passes its centre pixel through: q ~ 255 * sigmoid-like(x),
+    # spanning most of 0..255.  With nn.Linear's default initialisation alone the window mean
+    # moves by a few 8-bit levels over the whole pixel range, the quantised output is nearly
+    # constant, and training stalls for hundreds of steps before the RC branches carry signal.
+    CENTRE_GAIN = 3.0  # pre-tanh span over the pixel range 0..1: tanh(+-1.5) = +-0.9
+
     def reset_parameters(self):
-        # nn.Linear's default initialisation, position by position (uniform +-1/sqrt(fan_in)).
+        # nn.Linear's default initialisation, position by position (uniform +-1/sqrt(fan_in)),
         with torch.no_grad():
             self.w1.uniform_(-1.0, 1.0)
             self.b1.uniform_(-1.0, 1.0)
             bound = 1.0 / math.sqrt(self.channels)
             self.w2.uniform_(-bound, bound)
             self.b2.uniform_(-bound, bound)
+            # ... then the centre position gets slope CENTRE_GAIN * N^2 (so the mean has slope
+            # CENTRE_GAIN) and every position the offset -CENTRE_GAIN / 2.
+            n = self.window * self.window
+            centre = n // 2
+            w2c = self.w2[centre]
+            self.w1[centre] = w2c * (self.CENTRE_GAIN * n / w2c.dot(w2c))
+            self.b2.copy_(-self.CENTRE_GAIN / 2 - (self.b1 * self.w2).sum(1))
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position slope and offset ``(a, b)``, each of shape ``(N*N,)``."""
