@@ -1,0 +1,83 @@
+"""rclut-train transfer / finetune end to end on tiny runs, and their bad-input handling."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rclut_numba.bundle import load_bundle  # noqa: E402
+from rclut_numba.engine import LutModel  # noqa: E402
+from rclut_numba.spec import ModelSpec  # noqa: E402
+from strategies import random_arrays  # noqa: E402
+from rclut_numba.bundle import save_bundle  # noqa: E402
+from training.cli import main as cli_main  # noqa: E402
+from training.data import synthetic_images  # noqa: E402
+from training.finetune import finetune  # noqa: E402
+from training.train import train  # noqa: E402
+from training.config import parse_overrides  # noqa: E402
+
+TINY = ["nf=4", "rc_channels=3", "batch_size=2", "crop=12", "log_every=1", "val_every=0", "ckpt_every=2"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    synthetic_images(d, n=3, size=64)
+    return d
+
+
+def test_transfer_a_tiny_rclut_run(tmp_path, images):
+    from pathlib import Path
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / "rclut.toml"
+    run = tmp_path / "run"
+    train(config, [images], run, steps=2, device="cpu", overrides=parse_overrides(TINY), quiet=True)
+    out = tmp_path / "m.npz"
+    assert cli_main(["transfer", str(run), "-o", str(out)]) == 0
+    spec, arrays = load_bundle(out)
+    assert spec.name == "RC-LUT" and arrays["s1_b3_rc_table"].shape == (49, 256)
+    assert LutModel(spec, arrays).upscale(np.zeros((5, 7), np.uint8)).shape == (20, 28)
+    assert cli_main(["transfer", str(run), "-o", str(out)]) == 2  # exists, no --force
+
+
+def small_bundle(tmp_path):
+    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 64, "stages": [["rc3-S", "D"], ["1", "S"]]})
+    path = tmp_path / "start.npz"
+    arrays = random_arrays(spec, 0)
+    arrays = {k: (v // 4 if k.endswith("_lut") else v) for k, v in arrays.items()}
+    save_bundle(path, spec, arrays)
+    return path
+
+
+def test_finetune_resume_equals_uninterrupted(tmp_path, images):
+    start = small_bundle(tmp_path)
+    kw = dict(steps=4, batch_size=2, crop=12, val_every=0, log_every=1, ckpt_every=1, quiet=True,
+              lr=1.0, lr_min=0.5)  # large steps, so entries cross a rounding boundary at once
+    whole = finetune(start, [images], tmp_path / "a.npz", run_dir=tmp_path / "ra", **kw)
+    part = finetune(start, [images], tmp_path / "b.npz", run_dir=tmp_path / "rb", stop_after=2, **kw)
+    assert not (tmp_path / "b.npz").exists()  # nothing written before the schedule completes
+    rest = finetune(start, [images], tmp_path / "b.npz", run_dir=tmp_path / "rb", resume=True, **kw)
+    assert part["losses"] + rest["losses"] == whole["losses"]
+    _, a = load_bundle(tmp_path / "a.npz")
+    _, b = load_bundle(tmp_path / "b.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    _, s = load_bundle(start)
+    assert any(not np.array_equal(a[k], s[k]) for k in a)  # the tables did move
+    logged = [json.loads(x) for x in (tmp_path / "rb" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["transfer", "/no/run", "-o", "OUT/x.npz"], "does not exist"),
+    (["finetune", "/no/model.npz", "--data", "IMG", "-o", "OUT/x.npz"], "no such model"),
+    (["finetune", "START", "--data", "IMG", "-o", "/no/dir/x.npz"], "does not exist"),
+    (["finetune", "START", "--data", "IMG", "-o", "START"], "exists"),
+])
+def test_bad_input_one_line(tmp_path, images, capsys, args, msg):
+    start = small_bundle(tmp_path)
+    args = [a.replace("OUT", str(tmp_path)).replace("IMG", str(images)).replace("START", str(start)) for a in args]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1 and "Traceback" not in err
