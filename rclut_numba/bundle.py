@@ -62,6 +62,9 @@ def save_bundle(path, spec: ModelSpec, arrays: dict[str, np.ndarray], force: boo
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
                 zf.writestr(f"{name}.npy", buf.getvalue())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a model file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
