@@ -3,10 +3,11 @@
 * 4-input block: its MLP on all ``levels**4`` grid points (level k is pixel ``min(k*interval,
   255)``), stored ``int8(round(clamp(out, -1, 1) * 127))``; 1-input block: all 256 values.
 * RC window: before its tanh the module is ``mean_p(a_p x_p / 255 + b_p)``, so window position p
-  becomes a 256-entry table ``T[p, v] = round(F * (a_p v / 255 + b_p))`` in fixed point (F
+  becomes a 256-entry table ``T[p, v] = round(F * a_p * (v / 255 - 1/2))`` in fixed point (F
   chosen so the largest entry just fits int16), and ``round((tanh(m) + 1) * 127.5) >= k``
-  becomes ``sum_p T[p, v_p] >= thr[k]`` with ``thr[k] = ceil(F * N^2 * atanh((k - 0.5) / 127.5
-  - 1))``: an exact integer function of the window, the same in torch and numba.
+  becomes ``sum_p T[p, v_p] >= thr[k]`` with ``thr[k] = ceil(F * (N^2 * atanh((k - 0.5) / 127.5
+  - 1) - sum_p (b_p + a_p / 2)))``: an exact integer function of the window, the same in torch
+  and numba.
 """
 from __future__ import annotations
 
@@ -46,13 +47,17 @@ def tabulate_rc(rc: RCModule) -> tuple[np.ndarray, np.ndarray]:
     a, b = (t.double().cpu() for t in rc.affine())
     n2 = rc.window * rc.window
     values = torch.arange(256, dtype=torch.float64) / 255.0
-    real = a[:, None] * values[None, :] + b[:, None]  # (N*N, 256), the pre-tanh contributions
-    biggest = float(real.abs().max()) or 1.0
+    # each table is centred on zero (slope part only, offset a_p / 2 moved out) so int16 spends
+    # its range on what varies; the constant parts go into the thresholds
+    centred = a[:, None] * (values[None, :] - 0.5)  # (N*N, 256)
+    constant = float((b + a / 2).sum())  # sum over positions of what the tables leave out
+    biggest = float(centred.abs().max()) or 1.0
     fixed = min(2.0 ** RC_MAX_FRACTION_BITS, 32767 / biggest)  # the largest entry uses all 16 bits
-    table = torch.round(real * fixed)
+    table = torch.round(centred * fixed)
     k = torch.arange(1, 256, dtype=torch.float64)
-    # the RC index reaches k when (tanh(m) + 1) * 127.5 >= k - 0.5, i.e. m >= atanh(...)
-    thresholds = torch.ceil(fixed * n2 * torch.atanh((k - 0.5) / 127.5 - 1.0))
+    # the RC index reaches k when (tanh(m) + 1) * 127.5 >= k - 0.5, i.e. m >= atanh(...), with
+    # N^2 * m = sum_p (table_p / fixed) + constant
+    thresholds = torch.ceil(fixed * (n2 * torch.atanh((k - 0.5) / 127.5 - 1.0) - constant))
     thresholds = thresholds.clamp(-(2 ** 31), 2 ** 31 - 1)  # sums never get near these bounds
     return table.numpy().astype(np.int16), thresholds.numpy().astype(np.int32)
 
