@@ -7,7 +7,6 @@ per table, named by :meth:`ModelSpec.expected_arrays`.  Arrays are read with
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 import zipfile
@@ -108,14 +107,7 @@ def load_bundle(path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     return spec, arrays
 
 
-def read_spec(path) -> ModelSpec:
-    return load_bundle(path)[0]
-
-
 def bundle_size_kb(spec: ModelSpec, arrays: dict[str, np.ndarray]) -> float:
-    """Storage of the tables themselves (as the papers count it), in KB (1024 bytes)."""
+    """Storage of every table in the bundle, in KB (1024 bytes); the papers count 4D LUTs only."""
     return sum(arrays[n].nbytes for n in spec.expected_arrays()) / 1024.0
 
-
-def describe_arrays(arrays: dict[str, np.ndarray]) -> str:
-    return json.dumps({k: [list(v.shape), str(v.dtype)] for k, v in sorted(arrays.items())})

@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from rclut_numba.bundle import load_bundle  # noqa: E402
+from rclut_numba.bundle import load_bundle, save_bundle  # noqa: E402
 from rclut_numba.engine import LutModel  # noqa: E402
 from rclut_numba.spec import ModelSpec  # noqa: E402
 from strategies import random_arrays  # noqa: E402
-from rclut_numba.bundle import save_bundle  # noqa: E402
 from training.cli import main as cli_main  # noqa: E402
+from training.config import parse_overrides  # noqa: E402
 from training.data import synthetic_images  # noqa: E402
 from training.finetune import finetune  # noqa: E402
 from training.train import train  # noqa: E402
-from training.config import parse_overrides  # noqa: E402
 
 TINY = ["nf=4", "rc_channels=3", "batch_size=2", "crop=12", "log_every=1", "val_every=0", "ckpt_every=2"]
 
@@ -30,7 +30,6 @@ def images(tmp_path_factory):
 
 
 def test_transfer_a_tiny_rclut_run(tmp_path, images):
-    from pathlib import Path
     config = Path(__file__).resolve().parents[1] / "training" / "configs" / "rclut.toml"
     run = tmp_path / "run"
     train(config, [images], run, steps=2, device="cpu", overrides=parse_overrides(TINY), quiet=True)
