@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from .bundle import BundleError, load_bundle, validate_arrays
+from .kernels.colour import ycbcr_planes_to_rgb
 from .kernels.lut_stage import lut_stage
 from .kernels.rc_window import rc_index_maps
 from .spec import PATTERN_OFFSETS, ModelSpec, array_key
@@ -195,12 +196,14 @@ class LutModel:
 
     def _upscale_luma_only(self, rgb: np.ndarray, tile) -> np.ndarray:
         from .bicubic import upscale as bicubic_upscale
-        from .imaging import rgb_to_ycbcr, ycbcr_to_rgb
+        from .imaging import YCC_INVERSE, YCC_OFFSET, rgb_to_ycbcr
         ycc = rgb_to_ycbcr(rgb)
         y = np.clip(np.rint(ycc[..., 0]), 0, 255).astype(np.uint8)
-        y_up = self.upscale_plane(y, tile).astype(np.float64)
-        chroma_up = bicubic_upscale(ycc[..., 1:], self.scale)
-        return ycbcr_to_rgb(np.concatenate([y_up[..., None], chroma_up], axis=-1))
+        y_up = self.upscale_plane(y, tile)
+        chroma_up = np.ascontiguousarray(bicubic_upscale(ycc[..., 1:], self.scale))
+        out = np.empty(y_up.shape + (3,), np.uint8)
+        ycbcr_planes_to_rgb(y_up, chroma_up, YCC_INVERSE, YCC_OFFSET, out)
+        return out
 
 
 def _check_image(image) -> np.ndarray:

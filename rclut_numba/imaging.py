@@ -271,8 +271,8 @@ _YCC_MATRIX = np.array(
         [112.0, -93.786, -18.214],
     ]
 )
-_YCC_OFFSET = np.array([16.0, 128.0, 128.0])
-_YCC_INVERSE = np.linalg.inv(_YCC_MATRIX / 255.0)
+YCC_OFFSET = np.array([16.0, 128.0, 128.0])
+YCC_INVERSE = np.linalg.inv(_YCC_MATRIX / 255.0)
 
 
 def rgb_to_ycbcr(rgb) -> np.ndarray:
@@ -280,7 +280,7 @@ def rgb_to_ycbcr(rgb) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb_to_ycbcr expects an HxWx3 array, got shape {rgb.shape}")
-    return rgb.astype(np.float64) @ (_YCC_MATRIX.T / 255.0) + _YCC_OFFSET
+    return rgb.astype(np.float64) @ (_YCC_MATRIX.T / 255.0) + YCC_OFFSET
 
 
 def ycbcr_to_rgb(ycbcr) -> np.ndarray:
@@ -289,5 +289,5 @@ def ycbcr_to_rgb(ycbcr) -> np.ndarray:
     ycbcr = np.asarray(ycbcr, dtype=np.float64)
     if ycbcr.ndim != 3 or ycbcr.shape[2] != 3:
         raise ValueError(f"ycbcr_to_rgb expects an HxWx3 array, got shape {ycbcr.shape}")
-    rgb = (ycbcr - _YCC_OFFSET) @ _YCC_INVERSE.T
+    rgb = (ycbcr - YCC_OFFSET) @ YCC_INVERSE.T
     return np.floor(np.clip(rgb, 0.0, 255.0) + 0.5).astype(np.uint8)

@@ -122,3 +122,15 @@ def test_bad_images_are_rejected(bad, msg):
     spec = type(spec)(spec.name, 2, spec.stages, interval=128)
     with pytest.raises((ValueError, TypeError), match=msg):
         LutModel(spec, random_arrays(spec, 0)).upscale(bad)
+
+
+def test_fused_colour_kernel_equals_numpy_conversion():
+    from rclut_numba.imaging import YCC_INVERSE, YCC_OFFSET, ycbcr_to_rgb
+    from rclut_numba.kernels.colour import ycbcr_planes_to_rgb
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 256, (23, 31), dtype=np.uint8)
+    chroma = rng.uniform(-20, 280, (23, 31, 2))  # out-of-gamut values exercise the clip
+    out = np.empty((23, 31, 3), np.uint8)
+    ycbcr_planes_to_rgb(y, chroma, YCC_INVERSE, YCC_OFFSET, out)
+    expected = ycbcr_to_rgb(np.concatenate([y[..., None].astype(np.float64), chroma], axis=-1))
+    assert np.array_equal(out, expected)
