@@ -24,12 +24,9 @@ def _load(model_arg):
 
 
 def _threads(n):
-    if n is None:
-        return None
-    import numba
-    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
-        raise CliError(f"--threads must be 1..{numba.config.NUMBA_NUM_THREADS}, got {n}")
-    return n
+    """Checked before the model loads, so a bad --threads fails at once."""
+    from .engine import check_threads
+    return check_threads(n)
 
 
 def cmd_upscale(args) -> int:

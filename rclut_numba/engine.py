@@ -114,13 +114,18 @@ class _StagePlan:
         return out
 
 
+def check_threads(n: int | None) -> int | None:
+    """A thread count numba can use (or None for all); ValueError otherwise."""
+    if n is not None and not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"threads must be 1..{numba.config.NUMBA_NUM_THREADS}, got {n}")
+    return n
+
+
 @contextmanager
 def _threads(n: int | None):
-    if n is None:
+    if check_threads(n) is None:
         yield
         return
-    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"threads must be 1..{numba.config.NUMBA_NUM_THREADS}, got {n}")
     before = numba.get_num_threads()
     numba.set_num_threads(n)
     try:

@@ -136,9 +136,9 @@ class LutForward(nn.Module):
         table = torch.cat(luts) if len(luts) > 1 else luts[0]
         starts = np.cumsum([0] + [lut.shape[0] for lut in luts[:-1]])
         parts = []  # (rotation, shape, idx, weights, 1D input or None, branch)
+        rotated = [torch.rot90(x, r, (2, 3)) for r in range(4)]  # shared by every branch
         for bi, br in enumerate(stage.branches):
-            for r in range(4):
-                xr = torch.rot90(x, r, (2, 3))
+            for r, xr in enumerate(rotated):
                 src = self._rc_map(keys[bi], br.rc, xr) if br.rc else xr
                 idx, wts, v1 = self._bags(br.pattern, src, int(starts[bi]))
                 parts.append((r, xr.shape, idx, wts, v1, bi))
