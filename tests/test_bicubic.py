@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rclut_numba.bicubic import _contributions, cubic, downscale, imresize, upscale
@@ -31,47 +31,77 @@ def ref_mirror(i, n):
     return i
 
 
-def ref_resize_line(line, out_len, scale, round_uint8):
+# A uint8 pass whose exact value is k + 0.5 may round either way depending on the last bit of
+# float summation order (the exact value 108.5 comes out as 108.49999999999999 in tap order).
+# The reference flags such ties, and every later value that reads a tied one, as "either way".
+TIE_TOLERANCE = 1e-9
+
+
+def ref_resize_line(line, out_len, scale, round_uint8, line_ties=None):
+    """One dimension; returns (values, ties): ties[x] is True when output x sits on a rounding
+    tie or reads a pixel that did."""
     n = len(line)
+    line_ties = line_ties or [False] * n
     width = 4.0 / scale if scale < 1 else 4.0
-    out = []
+    out, ties = [], []
     for x in range(1, out_len + 1):
         u = x / scale + 0.5 * (1 - 1 / scale)  # centre of output pixel x in input coordinates
         first = math.floor(u - width / 2)
         total = 0.0
         weight_sum = 0.0
+        tied = False
         for j in range(first, first + math.ceil(width) + 2):
             d = u - j
             w = scale * ref_kernel(scale * d) if scale < 1 else ref_kernel(d)
             weight_sum += w
             total += w * line[ref_mirror(j, n) - 1]
+            tied = tied or (w != 0 and line_ties[ref_mirror(j, n) - 1])
         value = total / weight_sum
         if round_uint8:
             value = min(max(value, 0.0), 255.0)
+            tied = tied or abs(value - math.floor(value) - 0.5) < TIE_TOLERANCE
             value = math.floor(value + 0.5)
         out.append(value)
-    return out
+        ties.append(tied)
+    return out, ties
 
 
-def ref_imresize(img, out_rows, out_cols, scale_rows, scale_cols):
+def ref_imresize(img, out_rows, out_cols, scale_rows, scale_cols, with_ties=False):
     img = np.asarray(img)
     is_u8 = img.dtype == np.uint8
     planes = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
-    results = []
+    results, tie_planes = [], []
     for plane in planes:
         cur = [[float(v) for v in row] for row in plane]
+        tie = [[False] * len(row) for row in cur]
         steps = [("rows", scale_rows), ("cols", scale_cols)]
         steps.sort(key=lambda s: s[1])  # smallest scale first, rows first on ties
         for which, s in steps:
             if which == "rows":
-                cols = [[r[c] for r in cur] for c in range(len(cur[0]))]
-                cols = [ref_resize_line(col, out_rows, s, is_u8) for col in cols]
-                cur = [[col[r] for col in cols] for r in range(out_rows)]
+                cols = [ref_resize_line([r[c] for r in cur], out_rows, s, is_u8, [t[c] for t in tie])
+                        for c in range(len(cur[0]))]
+                cur = [[col[0][r] for col in cols] for r in range(out_rows)]
+                tie = [[col[1][r] for col in cols] for r in range(out_rows)]
             else:
-                cur = [ref_resize_line(row, out_cols, s, is_u8) for row in cur]
+                lines = [ref_resize_line(row, out_cols, s, is_u8, t) for row, t in zip(cur, tie)]
+                cur = [line[0] for line in lines]
+                tie = [line[1] for line in lines]
         results.append(np.array(cur))
+        tie_planes.append(np.array(tie, dtype=bool))
     out = results[0] if img.ndim == 2 else np.stack(results, axis=2)
-    return out.astype(np.uint8) if is_u8 else out
+    ties = tie_planes[0] if img.ndim == 2 else np.stack(tie_planes, axis=2)
+    out = out.astype(np.uint8) if is_u8 else out
+    return (out, ties) if with_ties else out
+
+
+def assert_equal_except_ties(out, img, out_rows, out_cols, scale_rows, scale_cols):
+    """Bit-equal wherever no rounding tie is involved; within 2 levels where one is (a tie is
+    off by one at most, and a later pass's weights sum in absolute value to less than 1.5)."""
+    ref, ties = ref_imresize(img, out_rows, out_cols, scale_rows, scale_cols, with_ties=True)
+    assert out.shape == ref.shape
+    np.testing.assert_array_equal(out[~ties], ref[~ties])
+    diff = np.abs(out.astype(np.int16) - ref.astype(np.int16))
+    assert diff[ties].max(initial=0) <= 2
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -115,7 +145,7 @@ def test_matches_reference_uint8(rows, cols, channels, scale, seed):
     out = imresize(img, scale)
     out_rows, out_cols = math.ceil(rows * scale), math.ceil(cols * scale)
     assert out.dtype == np.uint8 and out.shape[:2] == (out_rows, out_cols)
-    np.testing.assert_array_equal(out, ref_imresize(img, out_rows, out_cols, scale, scale))
+    assert_equal_except_ties(out, img, out_rows, out_cols, scale, scale)
 
 
 @settings(max_examples=15, deadline=None)
@@ -126,12 +156,12 @@ def test_matches_reference_uint8(rows, cols, channels, scale, seed):
     out_cols=st.integers(1, 12),
     seed=st.integers(0, 2**32 - 1),
 )
+@example(rows=6, cols=2, out_rows=4, out_cols=2, seed=1_049_762_032)  # exact tie at 108.5
 def test_matches_reference_output_shape(rows, cols, out_rows, out_cols, seed):
     # Unequal scales: the dimension with the smaller scale goes first, and uint8 rounds in between.
     img = np.random.default_rng(seed).integers(0, 256, size=(rows, cols), dtype=np.uint8)
     out = imresize(img, output_shape=(out_rows, out_cols))
-    ref = ref_imresize(img, out_rows, out_cols, out_rows / rows, out_cols / cols)
-    np.testing.assert_array_equal(out, ref)
+    assert_equal_except_ties(out, img, out_rows, out_cols, out_rows / rows, out_cols / cols)
 
 
 def test_matches_reference_float():
