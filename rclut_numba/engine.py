@@ -16,7 +16,7 @@ import numpy as np
 from .bundle import BundleError, load_bundle, validate_arrays
 from .kernels.colour import ycbcr_planes_to_rgb
 from .kernels.lut_stage import lut_stage
-from .kernels.rc_window import rc_index_maps
+from .kernels.rc_window import level_table, rc_index_maps
 from .spec import PATTERN_OFFSETS, ModelSpec, array_key
 
 PATTERN_PAD = 2  # the largest pattern offset (D, Y); maps are padded this much on every side
@@ -69,7 +69,7 @@ class _StagePlan:
         self.n_inputs = np.zeros(nb, np.int64)
         self.row_start = np.zeros(nb, np.int64)
         self.map_index = np.zeros((nb, 4), np.int64)
-        self.rc = []  # (branch index, window offsets, table, thresholds)
+        self.rc = []  # (window offsets, half window, table, level look-up, its base)
         luts = []
         row = 0
         n_maps = 1
@@ -87,9 +87,9 @@ class _StagePlan:
             if br.rc:
                 self.map_index[bi] = np.arange(n_maps, n_maps + 4)
                 n_maps += 4
-                self.rc.append((window_offsets(br.rc), br.rc // 2,
-                                np.ascontiguousarray(arrays[f"{key}_rc_table"]),
-                                np.ascontiguousarray(arrays[f"{key}_rc_thresholds"])))
+                table = np.ascontiguousarray(arrays[f"{key}_rc_table"])
+                levels, base = level_table(table, arrays[f"{key}_rc_thresholds"])
+                self.rc.append((window_offsets(br.rc), br.rc // 2, table, levels, base))
         self.n_maps = n_maps
         self.tables = np.ascontiguousarray(np.concatenate(luts, axis=0))
         self.perm = block_permutation(self.out_scale)
@@ -102,9 +102,9 @@ class _StagePlan:
         maps = np.empty((self.n_maps, h + 2 * p, w + 2 * p), np.uint8)
         maps[0] = np.pad(plane, p, mode="edge")
         m = 1
-        for offsets, c, table, thresholds in self.rc:
+        for offsets, c, table, levels, base in self.rc:
             rc_out = np.empty((4, h, w), np.uint8)
-            rc_index_maps(np.pad(plane, c, mode="edge"), offsets, table, thresholds, rc_out)
+            rc_index_maps(np.pad(plane, c, mode="edge"), offsets, table, levels, base, rc_out)
             for r in range(4):
                 maps[m + r] = np.pad(rc_out[r], p, mode="edge")
             m += 4

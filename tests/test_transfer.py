@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed (training ex
 from conftest import shared_path  # noqa: E402
 from rclut_numba.engine import LutModel, window_offsets  # noqa: E402
 from rclut_numba.evaluation import evaluate  # noqa: E402
-from rclut_numba.kernels.rc_window import rc_index_maps  # noqa: E402
+from rclut_numba.kernels.rc_window import level_table, rc_index_maps  # noqa: E402
 from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper  # noqa: E402
 from training.networks import LUTNet, RCModule, load_mulut_npz  # noqa: E402
 from training.transfer import tabulate_rc, transfer  # noqa: E402
@@ -25,7 +25,8 @@ def test_rc_tables_reproduce_the_rc_module(window):
         q_net = rc(torch.from_numpy(image).double()[None, None] / 255.0)[0, 0].numpy().astype(int)
     c = window // 2
     q_tab = np.empty((4, 40, 40), np.uint8)
-    rc_index_maps(np.pad(image, c, mode="edge"), window_offsets(window), table, thr, q_tab)
+    rc_index_maps(np.pad(image, c, mode="edge"), window_offsets(window), table,
+                  *level_table(table, thr), q_tab)
     assert len(np.unique(q_net)) > 5  # the test exercises many steps of the staircase
     # fixed-point rounding can only move a value sitting on a step by one
     diff = np.abs(q_tab[0].astype(int) - q_net)
