@@ -4,8 +4,8 @@
 
 Every row but the papers' is measured here, now, with ``rclut_numba.evaluation.evaluate``
 (PSNR on Y shaved by 4, SSIM on Y; LR from the benchmark's own files or our MATLAB-style
-bicubic).  Our bundles are looked up in ``rclut_numba/models/``; a missing one is left out and
-said so.  The table goes between the ``results:start`` / ``results:end`` markers of the README
+bicubic).  Our bundles: the default model in ``rclut_numba/models/``, the baselines in
+``results/``; a missing one is left out and said so.  The table goes between the ``results:start`` / ``results:end`` markers of the README
 and into ``results/results.md``.
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ PAPERS = [  # x4 PSNR as published; storage as published
     ("MuLUT (paper)", (30.60, 27.60, 26.86), 4159),
     ("SR-LUT (paper)", (29.82, 27.01, 26.53), 1304),
 ]
-OURS = [  # (row name, bundle in rclut_numba/models)
-    ("SR-LUT (ours)", "srlut_x4.npz"),
-    ("MuLUT-SDY-X2 (ours)", "mulut_x4.npz"),
-    ("RC-LUT (ours, default model)", "rclut_x4.npz"),
+OURS = [  # (row name, bundle relative to the repository root)
+    ("SR-LUT (ours)", "results/srlut_x4/srlut_x4.npz"),
+    ("MuLUT-SDY-X2 (ours)", "results/mulut_x4/mulut_x4.npz"),
+    ("RC-LUT (ours, default model)", "rclut_numba/models/rclut_x4.npz"),
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -51,8 +51,11 @@ def budget(spec) -> str:
     t = spec.extra.get("training")
     if not t:
         return ""
-    return f"{t.get('steps', '?')} steps, {t.get('cpu_hours', '?')} CPU h" + (
-        f" + {t['finetune_steps']} LUT ft steps" if t.get("finetune_steps") else "")
+    text = f"{t.get('steps', '?')} steps, {t.get('cpu_hours', '?')} CPU h"
+    if t.get("finetune_steps"):
+        ft_hours = t.get("finetune_cpu_hours")
+        text += f" + {t['finetune_steps']} LUT ft steps" + (f", {ft_hours} CPU h" if ft_hours else "")
+    return text
 
 
 def main() -> None:
@@ -69,7 +72,7 @@ def main() -> None:
     print("bicubic", flush=True)
     rows.append(["bicubic", *scores(lambda lr: bicubic_upscale(lr, 4), shared), "0", ""])
     for label, file in OURS:
-        path = ROOT / "rclut_numba" / "models" / file
+        path = ROOT / file
         if not path.is_file():
             missing.append(label)
             continue
@@ -88,7 +91,7 @@ def main() -> None:
     lines = [header] + ["| " + " | ".join(r) + " |" for r in rows]
     if missing:
         lines.append("")
-        lines.append("Not trained yet (no bundle in `rclut_numba/models/`): " + ", ".join(missing) + ".")
+        lines.append("Not trained yet (no bundle): " + ", ".join(missing) + ".")
     table = "\n".join(lines)
     out = ROOT / "results" / "results.md"
     out.parent.mkdir(exist_ok=True)

@@ -1,0 +1,76 @@
+"""Write a model's training budget into its bundle (``spec.extra["training"]``), read from the
+run logs, so ``make results`` can print it beside the scores.
+
+    python scripts/stamp_budget.py BUNDLE --train RUN [--finetune RUN ...] --threads N -o OUT
+
+RUN folders hold the ``log.jsonl`` and ``config.toml`` that ``rclut-train train`` and
+``rclut-train finetune`` write. Wall time is the sum of the logged seconds per step; CPU hours
+are wall hours x threads (every run here used all ``--threads`` cores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rclut_numba.bundle import BundleError, load_bundle, save_bundle  # noqa: E402
+
+
+def run_seconds(run: Path) -> tuple[int, float]:
+    """(last step, wall seconds) from a run's log; records are written every few steps."""
+    log = run / "log.jsonl"
+    if not log.is_file():
+        raise BundleError(f"{log} not found")
+    step, seconds = 0, 0.0
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        if "s_per_step" in rec:
+            seconds += rec["s_per_step"] * (rec["step"] - step)
+            step = rec["step"]
+    return step, seconds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundle")
+    ap.add_argument("--train", required=True, help="network training run folder")
+    ap.add_argument("--finetune", nargs="*", default=[], help="LUT fine-tuning run folders")
+    ap.add_argument("--threads", type=int, required=True, help="CPU threads every run used")
+    ap.add_argument("--data", default="../shared/data/train (T91, BSD200, DIV2K_gray; "
+                                       "407 images >= 192 px)")
+    ap.add_argument("-o", "--output", required=True)
+    args = ap.parse_args()
+    try:
+        spec, arrays = load_bundle(args.bundle)
+        train = Path(args.train)
+        steps, wall = run_seconds(train)
+        cfg = tomllib.loads((train / "config.toml").read_text())["train"]
+        ft_steps, ft_wall = 0, 0.0
+        for run in args.finetune:
+            s, w = run_seconds(Path(run))
+            ft_steps, ft_wall = ft_steps + s, ft_wall + w
+        hours, ft_hours = wall / 3600, ft_wall / 3600
+        spec.extra["training"] = {
+            "steps": steps, "schedule_steps": cfg["steps"], "batch_size": cfg["batch_size"],
+            "crop": cfg["crop"], "nf": cfg["nf"], "data": args.data, "threads": args.threads,
+            "wall_hours": round(hours, 2), "cpu_hours": round(hours * args.threads, 1),
+            "finetune_steps": ft_steps, "finetune_wall_hours": round(ft_hours, 2),
+            "finetune_cpu_hours": round(ft_hours * args.threads, 1),
+            "commands": f"results/{Path(args.output).stem}/",
+        }
+        save_bundle(args.output, spec, arrays)
+    except (BundleError, OSError, KeyError, ValueError) as e:
+        print(f"stamp_budget: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {steps} steps ({hours:.2f} h) + {ft_steps} LUT steps "
+          f"({ft_hours:.2f} h) on {args.threads} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
