@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from reference import run_reference
 from strategies import images, random_arrays, specs
 from rclut_numba.engine import LutModel, block_permutation, rotate_offset
+from rclut_numba.kernels.rc_window import level_table
 from rclut_numba.spec import mulut_sdy_x2, rclut_paper, srlut
 
 
@@ -25,6 +26,24 @@ def test_engine_equals_reference_larger_images(seed, image):
     spec = type(spec)(spec.name, 2, spec.stages, interval=64)
     arrays = random_arrays(spec, seed)
     assert np.array_equal(LutModel(spec, arrays).upscale(image), run_reference(spec, arrays, image))
+
+
+@settings(max_examples=40)
+@given(window=st.sampled_from([1, 3, 5]), seed=st.integers(0, 2 ** 32 - 1),
+       spread=st.sampled_from([1, 300, 32767]), offset=st.integers(-2 ** 24, 2 ** 24))
+def test_rc_level_table_equals_threshold_count(window, seed, spread, offset):
+    # The kernel's direct look-up gives #{k : thr[k] <= total} for every reachable total, with
+    # thresholds inside, around or entirely beyond the reachable range.
+    rng = np.random.default_rng(seed)
+    table = rng.integers(-spread, spread + 1, (window * window, 256)).astype(np.int16)
+    thr = np.sort(rng.integers(-2 ** 20, 2 ** 20, 255) // rng.integers(1, 64) + offset // 64)
+    thr = thr.astype(np.int32)
+    levels, base = level_table(table, thr)
+    lo, hi = table.min(axis=1).astype(int).sum(), table.max(axis=1).astype(int).sum()
+    totals = np.concatenate([[lo, hi], rng.integers(lo, hi + 1, 500), thr[(thr >= lo) & (thr <= hi)],
+                             thr[(thr - 1 >= lo) & (thr - 1 <= hi)] - 1])
+    got = levels[np.clip(totals - base, 0, len(levels) - 1)]
+    np.testing.assert_array_equal(got, np.searchsorted(thr, totals, side="right"))
 
 
 @pytest.mark.parametrize("make", [srlut, mulut_sdy_x2, rclut_paper])
