@@ -52,7 +52,7 @@ from rclut_numba import analysis as rfa
 from rclut_numba import load_model
 from rclut_numba.bicubic import downscale, upscale
 from rclut_numba.metrics import psnr, rgb_to_y
-from rclut_numba.spec import mulut_sdy_x2, rclut_paper, srlut
+from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper, srlut
 
 %config InlineBackend.figure_format = "png"
 plt.rcParams["figure.dpi"] = 72
@@ -81,8 +81,9 @@ display(Markdown(rfa.format_table(ROWS)))
     ("md", r"""
 ## The models
 
-Trained tables are used where this checkout has them: a bundle under `rclut_numba/models/`
-with the family's layout, and for MuLUT the published LUTs in `../shared/mulut/luts` (MIT).
+Trained tables are used where this checkout has them: a bundle under `rclut_numba/models/` (the
+default RC-LUT) or `results/*/` (our SR-LUT and MuLUT baselines) with the family's layout, else
+for MuLUT the published LUTs in `../shared/mulut/luts` (MIT).
 Otherwise the family runs on **random tables** (`rfa.random_model`), which show what the layout
 *can* see, not what a trained model does; the cell below says which is which.
 """),
@@ -93,7 +94,7 @@ def same_layout(a, b):
     return a.scale == b.scale and a.stages == b.stages
 
 MODELS, SOURCE = {}, {}
-bundles = sorted((ROOT / "rclut_numba" / "models").glob("*.npz"))
+bundles = sorted((ROOT / "rclut_numba" / "models").glob("*.npz")) + sorted((ROOT / "results").glob("*/*.npz"))
 candidates = bundles + [SHARED / "mulut" / "luts"]
 for name, spec in SPECS.items():
     for path in candidates:
@@ -143,8 +144,9 @@ display(Markdown(rfa.format_table(ROWS, extra={"measured pixels": measured,
 
 For the networks the LUTs are sampled from: the mean over LR crops of |d (sum of the centre
 anchor's 4 x 4 output block) / d input pixel|, through the straight-through rounding the
-training uses.  MuLUT uses its published network weights (`../shared/mulut/network_2022.npz`)
-when present; networks without trained weights in this checkout are freshly initialised
+training uses.  Each family uses the network checkpoint committed under `results/*/` (the
+networks our tables were sampled from) when present, else for MuLUT its published weights
+(`../shared/mulut/network_2022.npz`); a network without trained weights is freshly initialised
 (seed 0), which shows the layout's reach rather than learned behaviour.  Skipped when torch is
 not installed.
 """),
@@ -153,20 +155,27 @@ GRADIENT, NET_SOURCE = {}, {}
 try:
     import torch
     from training.networks import LUTNet, load_mulut_npz
+    from training.train import load_checkpoint, model_from_checkpoint
 except ImportError as e:
     display(Markdown(f"*torch is not available ({e}): gradient fields skipped.*"))
 else:
     torch.set_num_threads(1)   # tiny crops: threads would only contend with other work
     rng = np.random.default_rng(0)
+    checkpoints = [(p, load_checkpoint(p)) for p in sorted((ROOT / "results").glob("*/*.pt"))]
     for name, spec in SPECS.items():
         torch.manual_seed(0)
         net = LUTNet(spec).eval()
+        NET_SOURCE[name] = "untrained"
         weights = SHARED / "mulut" / "network_2022.npz"
-        if name == "MuLUT" and weights.is_file():
-            load_mulut_npz(net, weights)
-            NET_SOURCE[name] = "published weights"
+        for path, ck in checkpoints:
+            if same_layout(ModelSpec.from_json(ck["spec"]), spec):
+                net = model_from_checkpoint(ck).eval()
+                NET_SOURCE[name] = f"trained: `{os.path.relpath(path, ROOT)}` (step {ck['step']})"
+                break
         else:
-            NET_SOURCE[name] = "untrained"
+            if name == "MuLUT" and weights.is_file():
+                load_mulut_npz(net, weights)
+                NET_SOURCE[name] = "published weights"
         m = spec.margin
         side = 4 * m + 1                           # the centre anchor's field stays inside
         ys, xs = rng.integers(0, LR_Y.shape[0] - side, (2, 8))
