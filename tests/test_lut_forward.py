@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed (training ex
 from strategies import images, random_arrays, specs  # noqa: E402
 from rclut_numba.engine import LutModel  # noqa: E402
 from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper, srlut  # noqa: E402
-from training.lut_forward import LutForward, round_half_even_div  # noqa: E402
+from training.lut_forward import LutForward, _WindowSum, round_half_even_div  # noqa: E402
 
 
 def torch_upscale(spec, arrays, image):
@@ -52,6 +52,30 @@ def test_gradients_reach_every_table():
     net(x).float().mean().backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_rc_window_sum_gradients_equal_plain_autograd(n):
+    # The hand-written window sum against its plain-autograd twin: the value, the table's
+    # gradient (read counts) and the pixels' gradient (the table's central difference).
+    rng = np.random.default_rng(n)
+    table0 = torch.from_numpy(rng.integers(-3000, 3000, n * n * 256).astype(np.float64))
+    v0 = torch.from_numpy(rng.integers(0, 256, (40, n * n)).astype(np.float32))
+    idx = v0.long() + 256 * torch.arange(n * n)
+    upstream = torch.from_numpy(rng.normal(size=40))
+
+    table, v = table0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
+    (_WindowSum.apply(table, v, idx) * upstream).sum().backward()
+
+    t_ref, v_ref = table0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
+    t2 = t_ref.detach().reshape(n * n, 256)
+    slope = (t2[:, list(range(1, 256)) + [255]] - t2[:, [0] + list(range(255))]) / 2
+    ref = t_ref[idx].sum(1) + (slope.reshape(-1)[idx] * (v_ref - v_ref.detach()).double()).sum(1)
+    (ref * upstream).sum().backward()
+
+    assert torch.equal(_WindowSum.apply(table0, v0, idx), ref.detach())
+    torch.testing.assert_close(table.grad, t_ref.grad)
+    torch.testing.assert_close(v.grad, v_ref.grad)
 
 
 def test_export_round_trips():

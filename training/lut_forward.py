@@ -43,6 +43,37 @@ def _exact_stage_output(acc: torch.Tensor, divisor: int, bias: int) -> torch.Ten
     return smooth + (exact.to(acc.dtype) - smooth).detach()
 
 
+class _WindowSum(torch.autograd.Function):
+    """M_i = sum_p T[p, v_ip] over an RC window (idx = v_ip + 256 p, flat into T).
+
+    Gradients: to the table, the number of times each entry was read (weighted by dL/dM_i);
+    to the pixels, the table's central difference at v_ip.  Written out because autograd's
+    embedding_bag spent two thirds of an RC-LUT fine-tuning step on these few thousand
+    entries; bincount does the table's gradient in one pass.
+    """
+
+    @staticmethod
+    def forward(ctx, table, v, idx):  # table (n*n*256,) float64; v, idx (R, n*n)
+        ctx.save_for_backward(table, idx)
+        ctx.v_dtype = v.dtype
+        return table[idx].sum(1)  # integer-valued float64: exact
+
+    @staticmethod
+    def backward(ctx, grad):
+        table, idx = ctx.saved_tensors
+        grad_table = grad_v = None
+        if ctx.needs_input_grad[0]:
+            weights = grad[:, None].expand(idx.shape).reshape(-1)
+            grad_table = torch.bincount(idx.reshape(-1), weights=weights, minlength=table.numel())
+            grad_table = grad_table.to(table.dtype)
+        if ctx.needs_input_grad[1]:
+            t = table.detach().reshape(-1, 256)
+            levels = torch.arange(256, device=t.device)
+            slope = (t[:, (levels + 1).clamp(max=255)] - t[:, (levels - 1).clamp(min=0)]) / 2
+            grad_v = (slope.reshape(-1)[idx] * grad[:, None]).to(ctx.v_dtype)
+        return grad_table, grad_v, None
+
+
 class LutForward(nn.Module):
     """A bundle's tables as parameters; ``forward`` maps (N, 1, H, W) pixel values 0..255 to
     (N, 1, H*s, W*s), exactly as ``rclut_numba`` does for uint8 input."""
@@ -78,25 +109,19 @@ class LutForward(nn.Module):
     # ---- pieces --------------------------------------------------------------------------
     def _rc_map(self, key: str, n: int, x: torch.Tensor) -> torch.Tensor:
         """RC index map of a (rotated) image x (N, 1, H, W); exact forward, secant gradient."""
-        table = _ste_round(self.rc_tables[key], -32768, 32767).reshape(-1, 1)
+        table = _ste_round(self.rc_tables[key], -32768, 32767).reshape(-1)
         thr = getattr(self, f"{key}_thr")
         c = n // 2
         b, _, h, w = x.shape
         xp = F.pad(x, (c, c, c, c), mode="replicate") if c else x
         v = F.unfold(xp, n).transpose(1, 2).reshape(-1, n * n)  # (N*H*W, n*n), row p = n*i + j
         idx = v.detach().round().long() + 256 * torch.arange(n * n, device=x.device)
-        with torch.no_grad():
-            t = table.reshape(n * n, 256)
-            levels = torch.arange(256, device=x.device)
-            slope = ((t[:, (levels + 1).clamp(max=255)] - t[:, (levels - 1).clamp(min=0)]) / 2).reshape(-1, 1)
-        # M = sum_p T[p, v_p]; its gradient to v_p is the table's central difference
-        total = (F.embedding_bag(idx, table, mode="sum")
-                 + F.embedding_bag(idx, slope, mode="sum", per_sample_weights=(v - v.detach()).double()))
-        exact_m = total.detach().round().long().reshape(-1)
+        total = _WindowSum.apply(table, v, idx)
+        exact_m = total.detach().round().long()
         q = torch.searchsorted(thr, exact_m, right=True)
         k = q.clamp(1, thr.numel() - 1)
         gap = (thr[k] - thr[k - 1]).clamp(min=1).double()
-        surrogate = total.reshape(-1) / gap
+        surrogate = total / gap
         q = q.double() + surrogate - surrogate.detach()
         return q.reshape(b, 1, h, w).to(x.dtype)
 
