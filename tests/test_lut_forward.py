@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed (training ex
 from strategies import images, random_arrays, specs  # noqa: E402
 from rclut_numba.engine import LutModel  # noqa: E402
 from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper, srlut  # noqa: E402
-from training.lut_forward import LutForward, _WindowSum, round_half_even_div  # noqa: E402
+from training.lut_forward import (LutForward, _WeightedGather, _WindowSum,  # noqa: E402
+                                  round_half_even_div)
 
 
 def torch_upscale(spec, arrays, image):
@@ -76,6 +77,27 @@ def test_rc_window_sum_gradients_equal_plain_autograd(n):
     assert torch.equal(_WindowSum.apply(table0, v0, idx), ref.detach())
     torch.testing.assert_close(table.grad, t_ref.grad)
     torch.testing.assert_close(v.grad, v_ref.grad)
+
+
+@pytest.mark.parametrize("outputs", [1, 16])
+def test_weighted_gather_gradients_equal_plain_autograd(outputs):
+    # The stage's simplex gather against its plain-autograd twin, repeated rows included
+    # (float64, so that summation order cannot hide behind float32 rounding).
+    rng = np.random.default_rng(outputs)
+    table0 = torch.from_numpy(rng.integers(-128, 128, (50, outputs)).astype(np.float64))
+    weights0 = torch.from_numpy(rng.integers(0, 17, (300, 5)).astype(np.float64))
+    idx = torch.from_numpy(rng.integers(0, 50, (300, 5)))
+    upstream = torch.from_numpy(rng.normal(size=(300, outputs)))
+
+    table, weights = table0.clone().requires_grad_(True), weights0.clone().requires_grad_(True)
+    (_WeightedGather.apply(table, weights, idx) * upstream).sum().backward()
+    t_ref, w_ref = table0.clone().requires_grad_(True), weights0.clone().requires_grad_(True)
+    ref = (t_ref[idx] * w_ref.unsqueeze(2)).sum(1)
+    (ref * upstream).sum().backward()
+
+    assert torch.equal(_WeightedGather.apply(table0, weights0, idx), ref.detach())
+    torch.testing.assert_close(table.grad, t_ref.grad)
+    torch.testing.assert_close(weights.grad, w_ref.grad)
 
 
 def test_export_round_trips():

@@ -74,6 +74,30 @@ class _WindowSum(torch.autograd.Function):
         return grad_table, grad_v, None
 
 
+class _WeightedGather(torch.autograd.Function):
+    """out_i = sum_j w_ij * T[idx_ij] (rows of T): the simplex interpolation of a stage.
+
+    The forward is embedding_bag's; the backward is written out because embedding_bag's dense
+    table gradient sorts every index first: index_add_ accumulates the rows directly.
+    """
+
+    @staticmethod
+    def forward(ctx, table, weights, idx):  # table (rows, D); weights, idx (M, 5)
+        ctx.save_for_backward(table, weights, idx)
+        return F.embedding_bag(idx, table, mode="sum", per_sample_weights=weights)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad (M, D)
+        table, weights, idx = ctx.saved_tensors
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            rows = (weights.unsqueeze(2) * grad.unsqueeze(1)).reshape(-1, grad.shape[1])
+            grad_table = torch.zeros_like(table).index_add_(0, idx.reshape(-1), rows)
+        if ctx.needs_input_grad[1]:
+            grad_weights = torch.einsum("mjd,md->mj", table[idx], grad)
+        return grad_table, grad_weights, None
+
+
 class LutForward(nn.Module):
     """A bundle's tables as parameters; ``forward`` maps (N, 1, H, W) pixel values 0..255 to
     (N, 1, H*s, W*s), exactly as ``rclut_numba`` does for uint8 input."""
@@ -168,8 +192,8 @@ class LutForward(nn.Module):
                 idx, wts, v1 = self._bags(br.pattern, src, int(starts[bi]))
                 parts.append((r, xr.shape, idx, wts, v1, bi))
         # one fused weighted gather for the whole stage: sum_j w_j * table[idx_j]
-        out = F.embedding_bag(torch.cat([p[2] for p in parts]), table, mode="sum",
-                              per_sample_weights=torch.cat([p[3] for p in parts]).to(table.dtype))
+        out = _WeightedGather.apply(table, torch.cat([p[3] for p in parts]).to(table.dtype),
+                                    torch.cat([p[2] for p in parts]))
         acc = None
         # split (not slicing): its backward is one concatenation, not a zero-filled copy per part
         for (r, shape, idx, _, v1, bi), o in zip(parts, out.split([p[2].shape[0] for p in parts])):
