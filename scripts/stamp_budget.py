@@ -1,11 +1,11 @@
 """Write a model's training budget into its bundle (``spec.extra["training"]``), read from the
 run logs, so ``make results`` can print it beside the scores.
 
-    python scripts/stamp_budget.py BUNDLE --train RUN [--finetune RUN ...] --threads N -o OUT
+    python scripts/stamp_budget.py BUNDLE --train RUN [--finetune RUN[@N] ...] --threads N -o OUT
 
 RUN folders hold the ``log.jsonl`` and ``config.toml`` that ``rclut-train train`` and
 ``rclut-train finetune`` write. Wall time is the sum of the logged seconds per step; CPU hours
-are wall hours x threads (every run here used all ``--threads`` cores).
+are wall hours x the threads the run used (``--threads``, or ``@N`` after a fine-tuning run).
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")
     ap.add_argument("--train", required=True, help="network training run folder")
-    ap.add_argument("--finetune", nargs="*", default=[], help="LUT fine-tuning run folders")
+    ap.add_argument("--finetune", nargs="*", default=[],
+                    help="LUT fine-tuning run folders, each optionally @THREADS")
     ap.add_argument("--threads", type=int, required=True, help="CPU threads every run used")
     ap.add_argument("--data", default="../shared/data/train (T91, BSD200, DIV2K_gray; "
                                        "407 images >= 192 px)")
@@ -50,17 +51,19 @@ def main() -> int:
         train = Path(args.train)
         steps, wall = run_seconds(train)
         cfg = tomllib.loads((train / "config.toml").read_text())["train"]
-        ft_steps, ft_wall = 0, 0.0
-        for run in args.finetune:
+        ft_steps, ft_wall, ft_cpu = 0, 0.0, 0.0
+        for item in args.finetune:
+            run, _, threads = item.partition("@")
             s, w = run_seconds(Path(run))
             ft_steps, ft_wall = ft_steps + s, ft_wall + w
+            ft_cpu += w * (int(threads) if threads else args.threads)
         hours, ft_hours = wall / 3600, ft_wall / 3600
         spec.extra["training"] = {
             "steps": steps, "schedule_steps": cfg["steps"], "batch_size": cfg["batch_size"],
             "crop": cfg["crop"], "nf": cfg["nf"], "data": args.data, "threads": args.threads,
             "wall_hours": round(hours, 2), "cpu_hours": round(hours * args.threads, 1),
             "finetune_steps": ft_steps, "finetune_wall_hours": round(ft_hours, 2),
-            "finetune_cpu_hours": round(ft_hours * args.threads, 1),
+            "finetune_cpu_hours": round(ft_cpu / 3600, 1),
             "commands": f"results/{Path(args.output).stem}/",
         }
         save_bundle(args.output, spec, arrays)
