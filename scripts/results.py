@@ -1,6 +1,7 @@
 """Write the README results table: our models, the published MuLUT LUTs and the papers' figures.
 
     python scripts/results.py [--shared ../shared] [--readme README.md]
+    python scripts/results.py --compare LABEL=BUNDLE ... --out results/NAME.md   (any bundles)
 
 Every row but the papers' is measured here, now, with ``rclut_numba.evaluation.evaluate``
 (PSNR on Y shaved by 4, SSIM on Y; LR from the benchmark's own files or our MATLAB-style
@@ -58,16 +59,40 @@ def budget(spec) -> str:
     return text
 
 
+def compare(items: list[str], out: str | None, shared: Path, header: str) -> None:
+    if not out:
+        sys.exit("results: --compare needs --out FILE.md")
+    pairs = [item.partition("=")[::2] for item in items]
+    for item, (label, path) in zip(items, pairs):
+        if not label or not path or not Path(path).exists():
+            sys.exit(f"results: {item!r}: expected LABEL=BUNDLE with an existing bundle")
+    rows = []
+    for label, path in pairs:
+        print(label, flush=True)
+        m = load_model(path)
+        rows.append([label, *scores(m.upscale, shared), f"{bundle_size_kb(m.spec, m.arrays):.0f}",
+                     budget(m.spec)])
+    table = "\n".join([header] + ["| " + " | ".join(r) + " |" for r in rows])
+    Path(out).write_text(table + "\n")
+    print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
+    ap.add_argument("--compare", nargs="+", metavar="LABEL=BUNDLE",
+                    help="score these bundles into --out instead of writing the README table")
+    ap.add_argument("--out", help="markdown file for --compare")
     args = ap.parse_args()
     shared = Path(args.shared)
     if not (shared / "data" / "benchmark").is_dir():
         sys.exit(f"results: {shared}/data/benchmark not found; the benchmark sets live in ../shared")
     header = ("| model | Set5 PSNR / SSIM | Set14 PSNR / SSIM | B100 PSNR / SSIM | tables KB | training |\n"
               "|---|---|---|---|---|---|")
+    if args.compare:
+        compare(args.compare, args.out, shared, header)
+        return
     rows, missing = [], []
     print("bicubic", flush=True)
     rows.append(["bicubic", *scores(lambda lr: bicubic_upscale(lr, 4), shared), "0", ""])
