@@ -119,7 +119,9 @@ display(Markdown("\n".join(f"- {name}: {SOURCE[name]}, {MODELS[name].spec.descri
 The LR test image is the luminance of the astronaut (LR, made with the project's MATLAB-style
 bicubic downscaler).  Each trial perturbs a lattice of pixels, spaced so that no output block
 sees two of them, to other random values; `grid > 0` is the measured field.  The measurement
-must lie inside the theory and, for random tables, fill it.
+must lie inside the theory and, for random tables, fill it.  A trained model may measure less
+than its theory: where a table is flat over the values the image holds (or a window position's
+weight has shrunk below one threshold step), a perturbation there does not reach the output.
 """),
     ("code", r"""
 try:
