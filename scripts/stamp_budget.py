@@ -4,13 +4,15 @@ run logs, so ``make results`` can print it beside the scores.
     python scripts/stamp_budget.py BUNDLE --train RUN [--finetune RUN[@N] ...] --threads N -o OUT
 
 RUN folders hold the ``log.jsonl`` and ``config.toml`` that ``rclut-train train`` and
-``rclut-train finetune`` write. Wall time is the sum of the logged seconds per step; CPU hours
-are wall hours x the threads the run used (``--threads``, or ``@N`` after a fine-tuning run).
+``rclut-train finetune`` write. Wall time is steps x the median logged seconds per step; CPU
+hours are wall hours x the threads the run used (``--threads``, or ``@N`` after a fine-tuning
+run).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tomllib
 from pathlib import Path
@@ -22,17 +24,19 @@ from rclut_numba.bundle import BundleError, load_bundle, save_bundle  # noqa: E4
 
 
 def run_seconds(run: Path) -> tuple[int, float]:
-    """(last step, wall seconds) from a run's log; records are written every few steps."""
+    """(last step, seconds) of a run: its steps times the median logged seconds per step.
+
+    The median, not the sum, so that time a run spent paused or sharing the cores with other
+    jobs (benchmarks, tests) does not count as its cost."""
     log = run / "log.jsonl"
     if not log.is_file():
         raise BundleError(f"{log} not found")
-    step, seconds = 0, 0.0
-    for line in log.read_text().splitlines():
-        rec = json.loads(line)
-        if "s_per_step" in rec:
-            seconds += rec["s_per_step"] * (rec["step"] - step)
-            step = rec["step"]
-    return step, seconds
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    timed = [r for r in recs if "s_per_step" in r]
+    if not timed:
+        raise BundleError(f"{log} has no timed steps")
+    step = max(r["step"] for r in timed)
+    return step, step * statistics.median(r["s_per_step"] for r in timed)
 
 
 def main() -> int:
