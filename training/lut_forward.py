@@ -43,6 +43,12 @@ def _exact_stage_output(acc: torch.Tensor, divisor: int, bias: int) -> torch.Ten
     return smooth + (exact.to(acc.dtype) - smooth).detach()
 
 
+def central_difference(rows: torch.Tensor) -> torch.Tensor:
+    """d(entry)/d(index) of 256-entry tables (one per row), one-sided at the ends."""
+    levels = torch.arange(256, device=rows.device)
+    return (rows[:, (levels + 1).clamp(max=255)] - rows[:, (levels - 1).clamp(min=0)]) / 2
+
+
 class _WindowSum(torch.autograd.Function):
     """M_i = sum_p T[p, v_ip] over an RC window (idx = v_ip + 256 p, flat into T).
 
@@ -67,9 +73,7 @@ class _WindowSum(torch.autograd.Function):
             grad_table = torch.bincount(idx.reshape(-1), weights=weights, minlength=table.numel())
             grad_table = grad_table.to(table.dtype)
         if ctx.needs_input_grad[1]:
-            t = table.detach().reshape(-1, 256)
-            levels = torch.arange(256, device=t.device)
-            slope = (t[:, (levels + 1).clamp(max=255)] - t[:, (levels - 1).clamp(min=0)]) / 2
+            slope = central_difference(table.detach().reshape(-1, 256))
             grad_v = (slope.reshape(-1)[idx] * grad[:, None]).to(ctx.v_dtype)
         return grad_table, grad_v, None
 
