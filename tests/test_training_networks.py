@@ -34,6 +34,13 @@ def _image(shape, seed=0):
     return torch.randint(0, 256, shape, generator=g).float() / 255.0
 
 
+def _assert_same_gradients(module, fast_loss, slow_loss, *, rtol, atol):
+    """The gradients of two scalar losses with respect to every parameter of ``module`` agree."""
+    params = list(module.parameters())
+    for a, b in zip(torch.autograd.grad(fast_loss, params), torch.autograd.grad(slow_loss, params)):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
 # -- rounding ----------------------------------------------------------------------------------
 def test_round_ste_is_exact_half_even_with_identity_gradient():
     x = torch.tensor([0.5, 1.5, 2.5, -0.5, 126.49999, 3.7], requires_grad=True)
@@ -55,10 +62,7 @@ def test_rc_module_equals_per_position_loop(window):
     assert torch.equal(fast, fast.round()) and fast.min() >= 0 and fast.max() <= 255
     # Gradients through the straight-through rounding agree with the loop as well.
     w = torch.randn_like(fast)
-    g_fast = torch.autograd.grad((fast * w).sum(), list(rc.parameters()))
-    g_slow = torch.autograd.grad((naive_rc(rc, x) * w).sum(), list(rc.parameters()))
-    for a, b in zip(g_fast, g_slow):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    _assert_same_gradients(rc, (fast * w).sum(), (naive_rc(rc, x) * w).sum(), rtol=1e-4, atol=1e-5)
 
 
 def test_rc_window_position_is_offset_from_centre():
@@ -114,11 +118,8 @@ def test_fast_forward_equals_naive_forward(config):
         assert torch.equal(y, y.round())
     x = _image((2, 1, 8, 8), seed=3)
     hr = torch.rand(2, 1, 8 * spec.scale, 8 * spec.scale, generator=torch.Generator().manual_seed(0))
-    g1 = torch.autograd.grad(((model(x) / 255 - hr) ** 2).mean(), list(model.parameters()))
-    g2 = torch.autograd.grad(((naive_forward(model, x) / 255 - hr) ** 2).mean(),
-                             list(model.parameters()))
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+    _assert_same_gradients(model, ((model(x) / 255 - hr) ** 2).mean(),
+                           ((naive_forward(model, x) / 255 - hr) ** 2).mean(), rtol=1e-3, atol=1e-6)
 
 
 def test_single_pixel_table_gradient_matches_direct_mlp():
@@ -129,10 +130,7 @@ def test_single_pixel_table_gradient_matches_direct_mlp():
     y_slow = naive_block(blk, x)
     torch.testing.assert_close(y_fast, y_slow, rtol=0, atol=1e-6)
     w = torch.randn_like(y_fast)
-    g1 = torch.autograd.grad((y_fast * w).sum(), list(blk.parameters()))
-    g2 = torch.autograd.grad((naive_block(blk, x) * w).sum(), list(blk.parameters()))
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    _assert_same_gradients(blk, (y_fast * w).sum(), (naive_block(blk, x) * w).sum(), rtol=1e-4, atol=1e-6)
 
 
 def test_rclut_paper_layout_and_outputs():
