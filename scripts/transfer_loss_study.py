@@ -1,6 +1,8 @@
 """How much PSNR the network -> LUT transfer costs, at the shipped sampling interval and a finer
 one: a trained network's Set5 PSNR beside that of its tables sampled every 16 and every 8
 levels (no fine-tuning).  A loss that shrinks at interval 8 is a sampling loss of the 4D tables.
+Then, for networks with RC windows in stage 1, the span of each window's outputs on the data
+(1st to 99th percentile), which is the part of a 4D table's input range the images use.
 
     python scripts/transfer_loss_study.py CHECKPOINT [CHECKPOINT ...] [--intervals 16 8]
 """
@@ -11,13 +13,37 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rclut_numba.engine import LutModel  # noqa: E402
-from rclut_numba.evaluation import evaluate  # noqa: E402
+from rclut_numba.evaluation import dataset_pairs, evaluate  # noqa: E402
+from rclut_numba.spec import array_key  # noqa: E402
 from training.train import TrainError, load_checkpoint, model_from_checkpoint, validate  # noqa: E402
 from training.transfer import transfer  # noqa: E402
+
+
+def rc_output_spans(net, data: str) -> list[str]:
+    """Markdown rows: each stage-1 RC window's output percentiles over the LR channels of ``data``."""
+    planes = [lr[..., c] if lr.ndim == 3 else lr
+              for _, lr, _ in dataset_pairs(data, net.spec.scale)
+              for c in range(lr.shape[2] if lr.ndim == 3 else 1)]
+    rows = []
+    for bi, br in enumerate(net.spec.stages[0].branches):
+        if not br.rc:
+            continue
+        rc = net.blocks[array_key(0, bi)].rc
+        with torch.no_grad():
+            out = np.concatenate([rc(torch.tensor(p / 255.0, dtype=torch.float32)[None, None])
+                                  .flatten().numpy() for p in planes])
+        lo, hi = np.percentile(out, [1, 99])
+        grid = [min(k * net.spec.interval, 255) for k in range(net.spec.levels)]
+        inside = sum(lo <= g <= hi for g in grid)
+        rows.append(f"| {array_key(0, bi)} ({br.rc}x{br.rc}) | {lo:.0f} to {hi:.0f} | {inside} of {len(grid)} |")
+    return rows
 
 
 def main() -> None:
@@ -30,6 +56,7 @@ def main() -> None:
         sys.exit(f"transfer_loss_study: {args.data} is not a folder")
     print("| checkpoint | step | network | " + " | ".join(f"LUT, interval {i}" for i in args.intervals) + " |")
     print("|---|---|---|" + "---|" * len(args.intervals))
+    spans = {}
     for path in args.checkpoints:
         try:
             ck = load_checkpoint(path)
@@ -46,6 +73,13 @@ def main() -> None:
             cells.append(f"{r['mean_psnr']:.2f}")
         net.spec = spec
         print(f"| {path} | {ck['step']} | " + " | ".join(cells) + " |", flush=True)
+        spans[path] = rc_output_spans(net, args.data)
+    for path, rows in spans.items():
+        if rows:
+            print(f"\n{path}: stage-1 RC outputs on the data (1st to 99th percentile), and the "
+                  f"4D table's sample points inside that span\n")
+            print("| window | span | sample points |\n|---|---|---|")
+            print("\n".join(rows))
 
 
 if __name__ == "__main__":
