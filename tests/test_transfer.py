@@ -10,7 +10,7 @@ from rclut_numba.evaluation import evaluate  # noqa: E402
 from rclut_numba.kernels.rc_window import level_table, rc_index_maps  # noqa: E402
 from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper  # noqa: E402
 from training.networks import LUTNet, RCModule, load_mulut_npz  # noqa: E402
-from training.transfer import tabulate_rc, transfer  # noqa: E402
+from training.transfer import rc_level_map, tabulate_rc, transfer  # noqa: E402
 
 
 @pytest.mark.parametrize("window", [1, 3, 5, 7])
@@ -33,7 +33,44 @@ def test_rc_tables_reproduce_the_rc_module(window):
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
 
 
-def test_transfer_small_rclut_network_psnr_gap():
+def _rc_levels_from_tables(rc, image, level_map=(1.0, 0.0)):
+    """The deployed RC levels of ``image`` (uint8 HxW): the numba kernel on the tabulated window."""
+    table, thr = tabulate_rc(rc, level_map)
+    c = rc.window // 2
+    q = np.empty((4,) + image.shape, np.uint8)
+    rc_index_maps(np.pad(image, c, mode="edge"), window_offsets(rc.window), table,
+                  *level_table(table, thr), q)
+    return q[0].astype(int)
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_spread_rc_levels_stretch_the_reachable_span(window):
+    torch.manual_seed(10 + window)
+    rc = RCModule(window, 8).double()
+    with torch.no_grad():  # outputs confined to part of 0..255, as trained windows often are
+        rc.b2.add_(1.0)
+    alpha, beta = rc_level_map(rc)
+    assert alpha > 1.2
+    image = np.random.default_rng(window).integers(0, 256, (40, 40), dtype=np.uint8)
+    with torch.no_grad():
+        m = rc.mean_response(torch.from_numpy(image).double()[None, None] / 255.0)[0, 0]
+        v = alpha * ((torch.tanh(m) + 1) * 127.5).numpy() + beta
+    diff = np.abs(_rc_levels_from_tables(rc, image, (alpha, beta)) - np.clip(np.round(v), 0, 255))
+    # the int16 tables' rounding (up to N^2 / 2 units of a sum) moves only values near a step,
+    # and stretched levels are closer together than the network's, so a few more of them
+    near_step = np.abs(v - np.floor(v) - 0.5) < 0.05
+    assert diff.max() <= 1 and not diff[~near_step].any() and (diff == 0).mean() >= 0.99
+    # the two extreme windows (each pixel 0 or 255 as its slope's sign says) reach 0 and 255
+    a, _ = rc.affine()
+    up = (a.detach().numpy() > 0).reshape(window, window)
+    lowest = np.where(up, 0, 255).astype(np.uint8)
+    levels = [_rc_levels_from_tables(rc, w, (alpha, beta))[window // 2, window // 2]
+              for w in (lowest, 255 - lowest)]
+    assert levels == [0, 255]
+
+
+@pytest.mark.parametrize("spread_rc", [False, True])
+def test_transfer_small_rclut_network_psnr_gap(spread_rc):
     """A tiny RC-LUT trained a few steps: the engine on its tables stays close to the network."""
     from rclut_numba.bicubic import downscale
     # RC feeding both a 4D and a 1D LUT, beside plain branches: quick to fit, covers every kind
@@ -57,7 +94,7 @@ def test_transfer_small_rclut_network_psnr_gap():
         return 10 * np.log10(255 ** 2 / max(np.mean((a.astype(float) - b.astype(float)) ** 2), 1e-12))
 
     net_out = net.upscale_uint8(lr)
-    lut_out = LutModel(*transfer(net)).upscale(lr)
+    lut_out = LutModel(*transfer(net, spread_rc=spread_rc)).upscale(lr)
     print(f"network {psnr(net_out, hr):.2f} dB, engine on its tables {psnr(lut_out, hr):.2f} dB, "
           f"network vs engine {psnr(net_out, lut_out):.2f} dB")
     assert psnr(net_out, hr) > 25  # the network learned something image-like
@@ -89,3 +126,22 @@ def test_engine_equals_network_where_no_interpolation_happens(stages):
     lut_out = LutModel(*transfer(net)).upscale(image)
     assert len(np.unique(net_out)) > 10
     assert np.mean(net_out == lut_out) >= 0.999 and np.abs(net_out.astype(int) - lut_out).max() <= 1
+
+
+def test_spread_rc_samples_each_block_where_its_levels_now_point():
+    """An RC window feeding an exact 1D LUT: stretching its levels changes which table entry a
+    pixel reads, so the engine only agrees with the plain transfer if the table was sampled at
+    the inverse map.  They differ by the finer level rounding alone."""
+    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "stages": [["rc3-1"]]})
+    torch.manual_seed(2)
+    net = LUTNet(spec, nf=16).eval()
+    blk = net.blocks["s1_b1"]
+    with torch.no_grad():
+        blk.rc.b2.add_(1.0)           # outputs confined to part of 0..255
+        blk.conv6.bias.fill_(0.3)     # positive outputs, so the final clip does not hide errors
+    assert rc_level_map(blk.rc)[0] > 1.2
+    image = np.random.default_rng(3).integers(0, 256, (24, 20), dtype=np.uint8)
+    plain = LutModel(*transfer(net)).upscale(image).astype(int)
+    spread = LutModel(*transfer(net, spread_rc=True)).upscale(image).astype(int)
+    assert len(np.unique(plain)) > 10
+    assert np.abs(plain - spread).mean() < 0.5 and np.abs(plain - spread).max() <= 3

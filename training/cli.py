@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--config", help="config file (required with .npz weights)")
     x.add_argument("--checkpoint", choices=["best", "last"], default="best",
                    help="which checkpoint of a run folder (default: best validation PSNR)")
+    x.add_argument("--spread-rc", action="store_true",
+                   help="stretch each RC window's reachable output span onto 0..255 before its "
+                        "table (finer sampling of the 4D LUTs over RC outputs)")
     x.add_argument("--force", action="store_true", help="overwrite the output")
 
     f = sub.add_parser("finetune", help="fine-tune a bundle's tables through the LUT forward")
@@ -108,9 +111,10 @@ def _transfer(args) -> None:
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; use --force to overwrite")
     model, source = _load_network(args.source, args.config, args.checkpoint)
-    spec, arrays = transfer(model.eval())
+    spec, arrays = transfer(model.eval(), spread_rc=args.spread_rc)
     spec = type(spec)(spec.name, spec.scale, spec.stages, spec.interval,
-                      extra={**spec.extra, "transferred_from": str(source)})
+                      extra={**spec.extra, "transferred_from": str(source),
+                             "spread_rc": bool(args.spread_rc)})
     save_bundle(out, spec, arrays, force=args.force)
     print(f"wrote {out}: {spec.describe()}, {bundle_size_kb(spec, arrays):.1f} KB of tables")
 

@@ -8,6 +8,13 @@
   becomes ``sum_p T[p, v_p] >= thr[k]`` with ``thr[k] = ceil(F * (N^2 * atanh((k - 0.5) / 127.5
   - 1) - sum_p (b_p + a_p / 2)))``: an exact integer function of the window, the same in torch
   and numba.
+* ``spread_rc``: an RC window's output can reach only part of 0..255 (the 3x3 window of the
+  default model's stage 1 reaches 1..151), so its block's 4D table would meet the images at few
+  of its 17 sample points a dimension.  With ``spread_rc`` the deployed RC level is
+  ``round(alpha * U + beta)``, the reachable span of the unrounded output ``U`` stretched
+  affinely onto 0..255 (folded into the thresholds), and the block is sampled at the inverse map
+  ``(level - beta) / alpha``.  Engine, bundle and LUT forward are unchanged: only the numbers in
+  the thresholds and tables differ.
 """
 from __future__ import annotations
 
@@ -28,13 +35,31 @@ def grid_values(spec: ModelSpec) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_block(block: Block, spec: ModelSpec, chunk: int = 1 << 16) -> np.ndarray:
-    """(rows, outputs) int8 table of one block's MLP (its RC module excluded)."""
+def rc_level_map(rc: RCModule) -> tuple[float, float]:
+    """``(alpha, beta)`` stretching the span the RC output ``U = (tanh(m) + 1) * 127.5`` can reach
+    (over all windows of pixels 0..255) onto 0..255."""
+    a, b = (t.double().cpu() for t in rc.affine())
+    n2 = rc.window * rc.window
+    lo, hi = (float((torch.tanh(m / n2) + 1.0) * 127.5)
+              for m in (torch.minimum(b, a + b).sum(), torch.maximum(b, a + b).sum()))
+    if hi - lo < 1.0:  # a (near) constant window: nothing to stretch
+        return 1.0, 0.0
+    alpha = 255.0 / (hi - lo)
+    return alpha, -alpha * lo
+
+
+@torch.no_grad()
+def sample_block(block: Block, spec: ModelSpec, chunk: int = 1 << 16,
+                 level_map: tuple[float, float] = (1.0, 0.0)) -> np.ndarray:
+    """(rows, outputs) int8 table of one block's MLP (its RC module excluded), its inputs read
+    through the inverse of the RC ``level_map`` ``(alpha, beta)``."""
     if block.n_in == 1:
         inputs = torch.arange(256, dtype=torch.float64).unsqueeze(1)
     else:
         g = grid_values(spec)
         inputs = torch.cartesian_prod(g, g, g, g)  # row index a*L^3 + b*L^2 + c*L + d
+    alpha, beta = level_map
+    inputs = (inputs - beta) / alpha
     dtype = block.conv1.weight.dtype
     outs = [block.mlp((inputs[i:i + chunk] / 255.0).to(dtype)) for i in range(0, len(inputs), chunk)]
     out = torch.cat(outs).double()
@@ -42,8 +67,9 @@ def sample_block(block: Block, spec: ModelSpec, chunk: int = 1 << 16) -> np.ndar
 
 
 @torch.no_grad()
-def tabulate_rc(rc: RCModule) -> tuple[np.ndarray, np.ndarray]:
-    """(N*N, 256) int16 window tables and the (255,) int32 thresholds of one RC module."""
+def tabulate_rc(rc: RCModule, level_map: tuple[float, float] = (1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(N*N, 256) int16 window tables and the (255,) int32 thresholds of one RC module; the
+    levels are ``round(alpha * U + beta)`` for ``level_map = (alpha, beta)``."""
     a, b = (t.double().cpu() for t in rc.affine())
     n2 = rc.window * rc.window
     values = torch.arange(256, dtype=torch.float64) / 255.0
@@ -55,21 +81,26 @@ def tabulate_rc(rc: RCModule) -> tuple[np.ndarray, np.ndarray]:
     fixed = min(2.0 ** RC_MAX_FRACTION_BITS, 32767 / biggest)  # the largest entry uses all 16 bits
     table = torch.round(centred * fixed)
     k = torch.arange(1, 256, dtype=torch.float64)
-    # the RC index reaches k when (tanh(m) + 1) * 127.5 >= k - 0.5, i.e. m >= atanh(...), with
-    # N^2 * m = sum_p (table_p / fixed) + constant
-    thresholds = torch.ceil(fixed * (n2 * torch.atanh((k - 0.5) / 127.5 - 1.0) - constant))
+    # the RC index reaches k when alpha * (tanh(m) + 1) * 127.5 + beta >= k - 0.5, i.e.
+    # m >= atanh(...), with N^2 * m = sum_p (table_p / fixed) + constant
+    alpha, beta = level_map
+    t = ((k - 0.5 - beta) / alpha) / 127.5 - 1.0
+    thresholds = torch.ceil(fixed * (n2 * torch.atanh(t.clamp(-1.0, 1.0)) - constant))
+    # t <= -1: always reached; t >= 1: never (atanh gives -inf / +inf, clamped to int32 below)
     thresholds = thresholds.clamp(-(2 ** 31), 2 ** 31 - 1)  # sums never get near these bounds
     return table.numpy().astype(np.int16), thresholds.numpy().astype(np.int32)
 
 
-def transfer(net: LUTNet) -> tuple[ModelSpec, dict[str, np.ndarray]]:
-    """All tables of a trained network, named as the bundle names them."""
+def transfer(net: LUTNet, spread_rc: bool = False) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """All tables of a trained network, named as the bundle names them (``spread_rc``: see the
+    module docstring)."""
     spec = net.spec
     arrays = {}
     for si, bi, br in spec.branches():
         key = array_key(si, bi)
         block = net.blocks[key]
-        arrays[f"{key}_lut"] = sample_block(block, spec)
+        level_map = rc_level_map(block.rc) if br.rc and spread_rc else (1.0, 0.0)
+        arrays[f"{key}_lut"] = sample_block(block, spec, level_map=level_map)
         if br.rc:
-            arrays[f"{key}_rc_table"], arrays[f"{key}_rc_thresholds"] = tabulate_rc(block.rc)
+            arrays[f"{key}_rc_table"], arrays[f"{key}_rc_thresholds"] = tabulate_rc(block.rc, level_map)
     return spec, arrays
