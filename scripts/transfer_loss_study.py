@@ -1,6 +1,7 @@
 """How much PSNR the network -> LUT transfer costs, at the shipped sampling interval and a finer
 one: a trained network's Set5 PSNR beside that of its tables sampled every 16 and every 8
-levels (no fine-tuning).  A loss that shrinks at interval 8 is a sampling loss of the 4D tables.
+levels (no fine-tuning), and every 16 with the RC levels spread (``transfer --spread-rc``).  A
+loss that shrinks at interval 8 is a sampling loss of the 4D tables.
 Then, for networks with RC windows in stage 1, the span of each window's outputs on the data
 (1st to 99th percentile), which is the part of a 4D table's input range the images use.
 
@@ -54,8 +55,9 @@ def main() -> None:
     args = ap.parse_args()
     if not Path(args.data).is_dir():
         sys.exit(f"transfer_loss_study: {args.data} is not a folder")
-    print("| checkpoint | step | network | " + " | ".join(f"LUT, interval {i}" for i in args.intervals) + " |")
-    print("|---|---|---|" + "---|" * len(args.intervals))
+    print("| checkpoint | step | network | " + " | ".join(f"LUT, interval {i}" for i in args.intervals)
+          + " | LUT, interval 16, RC levels spread |")
+    print("|---|---|---|" + "---|" * (len(args.intervals) + 1))
     spans = {}
     for path in args.checkpoints:
         try:
@@ -72,6 +74,11 @@ def main() -> None:
             r = evaluate(model.upscale, args.data, spec.scale, out=lambda _s: None)
             cells.append(f"{r['mean_psnr']:.2f}")
         net.spec = spec
+        if any(br.rc for _, _, br in spec.branches()):
+            model = LutModel(*transfer(net, spread_rc=True))
+            cells.append(f"{evaluate(model.upscale, args.data, spec.scale, out=lambda _s: None)['mean_psnr']:.2f}")
+        else:
+            cells.append("no RC windows")
         print(f"| {path} | {ck['step']} | " + " | ".join(cells) + " |", flush=True)
         spans[path] = rc_output_spans(net, args.data)
     for path, rows in spans.items():
