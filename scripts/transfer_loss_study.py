@@ -24,7 +24,7 @@ from rclut_numba.engine import LutModel  # noqa: E402
 from rclut_numba.evaluation import dataset_pairs, evaluate  # noqa: E402
 from rclut_numba.spec import array_key  # noqa: E402
 from training.train import TrainError, load_checkpoint, model_from_checkpoint, validate  # noqa: E402
-from training.transfer import transfer  # noqa: E402
+from training.transfer import grid_values, transfer  # noqa: E402
 
 
 def rc_output_spans(net, data: str) -> list[str]:
@@ -41,8 +41,8 @@ def rc_output_spans(net, data: str) -> list[str]:
             out = np.concatenate([rc(torch.tensor(p / 255.0, dtype=torch.float32)[None, None])
                                   .flatten().numpy() for p in planes])
         lo, hi = np.percentile(out, [1, 99])
-        grid = [min(k * net.spec.interval, 255) for k in range(net.spec.levels)]
-        inside = sum(lo <= g <= hi for g in grid)
+        grid = grid_values(net.spec).numpy()
+        inside = int(((grid >= lo) & (grid <= hi)).sum())
         rows.append(f"| {array_key(0, bi)} ({br.rc}x{br.rc}) | {lo:.0f} to {hi:.0f} | {inside} of {len(grid)} |")
     return rows
 
@@ -56,7 +56,7 @@ def main() -> None:
     if not Path(args.data).is_dir():
         sys.exit(f"transfer_loss_study: {args.data} is not a folder")
     print("| checkpoint | step | network | " + " | ".join(f"LUT, interval {i}" for i in args.intervals)
-          + " | LUT, interval 16, RC levels spread |")
+          + " | LUT, checkpoint's interval, RC levels spread |")
     print("|---|---|---|" + "---|" * (len(args.intervals) + 1))
     spans = {}
     for path in args.checkpoints:

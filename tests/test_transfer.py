@@ -10,7 +10,7 @@ from rclut_numba.evaluation import evaluate  # noqa: E402
 from rclut_numba.kernels.rc_window import level_table, rc_index_maps  # noqa: E402
 from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper  # noqa: E402
 from training.networks import LUTNet, RCModule, load_mulut_npz  # noqa: E402
-from training.transfer import rc_level_map, tabulate_rc, transfer  # noqa: E402
+from training.transfer import NETWORK_LEVELS, rc_level_map, tabulate_rc, transfer  # noqa: E402
 
 
 @pytest.mark.parametrize("window", [1, 3, 5, 7])
@@ -33,7 +33,7 @@ def test_rc_tables_reproduce_the_rc_module(window):
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
 
 
-def _rc_levels_from_tables(rc, image, level_map=(1.0, 0.0)):
+def _rc_levels_from_tables(rc, image, level_map=NETWORK_LEVELS):
     """The deployed RC levels of ``image`` (uint8 HxW): the numba kernel on the tabulated window."""
     table, thr = tabulate_rc(rc, level_map)
     c = rc.window // 2
@@ -69,8 +69,7 @@ def test_spread_rc_levels_stretch_the_reachable_span(window):
     assert levels == [0, 255]
 
 
-@pytest.mark.parametrize("spread_rc", [False, True])
-def test_transfer_small_rclut_network_psnr_gap(spread_rc):
+def test_transfer_small_rclut_network_psnr_gap():
     """A tiny RC-LUT trained a few steps: the engine on its tables stays close to the network."""
     from rclut_numba.bicubic import downscale
     # RC feeding both a 4D and a 1D LUT, beside plain branches: quick to fit, covers every kind
@@ -94,7 +93,7 @@ def test_transfer_small_rclut_network_psnr_gap(spread_rc):
         return 10 * np.log10(255 ** 2 / max(np.mean((a.astype(float) - b.astype(float)) ** 2), 1e-12))
 
     net_out = net.upscale_uint8(lr)
-    lut_out = LutModel(*transfer(net, spread_rc=spread_rc)).upscale(lr)
+    lut_out = LutModel(*transfer(net)).upscale(lr)
     print(f"network {psnr(net_out, hr):.2f} dB, engine on its tables {psnr(lut_out, hr):.2f} dB, "
           f"network vs engine {psnr(net_out, lut_out):.2f} dB")
     assert psnr(net_out, hr) > 25  # the network learned something image-like

@@ -27,6 +27,7 @@ from rclut_numba.spec import ModelSpec, array_key
 from .networks import Block, LUTNet, RCModule
 
 RC_MAX_FRACTION_BITS = 20  # beyond this the thresholds would leave int32
+NETWORK_LEVELS = (1.0, 0.0)  # RC level map (alpha, beta) that keeps the network's own levels
 
 
 def grid_values(spec: ModelSpec) -> torch.Tensor:
@@ -43,14 +44,14 @@ def rc_level_map(rc: RCModule) -> tuple[float, float]:
     lo, hi = (float((torch.tanh(m / n2) + 1.0) * 127.5)
               for m in (torch.minimum(b, a + b).sum(), torch.maximum(b, a + b).sum()))
     if hi - lo < 1.0:  # a (near) constant window: nothing to stretch
-        return 1.0, 0.0
+        return NETWORK_LEVELS
     alpha = 255.0 / (hi - lo)
     return alpha, -alpha * lo
 
 
 @torch.no_grad()
 def sample_block(block: Block, spec: ModelSpec, chunk: int = 1 << 16,
-                 level_map: tuple[float, float] = (1.0, 0.0)) -> np.ndarray:
+                 level_map: tuple[float, float] = NETWORK_LEVELS) -> np.ndarray:
     """(rows, outputs) int8 table of one block's MLP (its RC module excluded), its inputs read
     through the inverse of the RC ``level_map`` ``(alpha, beta)``."""
     if block.n_in == 1:
@@ -67,7 +68,7 @@ def sample_block(block: Block, spec: ModelSpec, chunk: int = 1 << 16,
 
 
 @torch.no_grad()
-def tabulate_rc(rc: RCModule, level_map: tuple[float, float] = (1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+def tabulate_rc(rc: RCModule, level_map: tuple[float, float] = NETWORK_LEVELS) -> tuple[np.ndarray, np.ndarray]:
     """(N*N, 256) int16 window tables and the (255,) int32 thresholds of one RC module; the
     levels are ``round(alpha * U + beta)`` for ``level_map = (alpha, beta)``."""
     a, b = (t.double().cpu() for t in rc.affine())
@@ -99,7 +100,7 @@ def transfer(net: LUTNet, spread_rc: bool = False) -> tuple[ModelSpec, dict[str,
     for si, bi, br in spec.branches():
         key = array_key(si, bi)
         block = net.blocks[key]
-        level_map = rc_level_map(block.rc) if br.rc and spread_rc else (1.0, 0.0)
+        level_map = rc_level_map(block.rc) if br.rc and spread_rc else NETWORK_LEVELS
         arrays[f"{key}_lut"] = sample_block(block, spec, level_map=level_map)
         if br.rc:
             arrays[f"{key}_rc_table"], arrays[f"{key}_rc_thresholds"] = tabulate_rc(block.rc, level_map)
