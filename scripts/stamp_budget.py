@@ -23,11 +23,13 @@ sys.path.insert(0, str(ROOT))
 from rclut_numba.bundle import BundleError, load_bundle, save_bundle  # noqa: E402
 
 
-def run_seconds(run: Path) -> tuple[int, float]:
-    """(last step, seconds) of a run: its steps times the median logged seconds per step.
+def run_seconds(run: Path, window: int = 10) -> tuple[int, float]:
+    """(last step, seconds) of a run: each logged interval's steps times the median seconds per
+    step of the records within ``window`` of it.
 
-    The median, not the sum, so that time a run spent paused or sharing the cores with other
-    jobs (benchmarks, tests) does not count as its cost."""
+    A median, not the logged times, so that time a run spent paused or sharing the cores with
+    other jobs (benchmarks, tests) does not count as its cost; a local one, so that a run that
+    changed speed on resuming (e.g. float32, then bfloat16) is charged each part's own speed."""
     log = run / "log.jsonl"
     if not log.is_file():
         raise BundleError(f"{log} not found")
@@ -35,8 +37,14 @@ def run_seconds(run: Path) -> tuple[int, float]:
     timed = [r for r in recs if "s_per_step" in r]
     if not timed:
         raise BundleError(f"{log} has no timed steps")
-    step = max(r["step"] for r in timed)
-    return step, step * statistics.median(r["s_per_step"] for r in timed)
+    timed.sort(key=lambda r: r["step"])
+    speeds = [r["s_per_step"] for r in timed]
+    seconds, previous = 0.0, 0
+    for i, r in enumerate(timed):
+        local = statistics.median(speeds[max(0, i - window):i + window + 1])
+        seconds += (r["step"] - previous) * local
+        previous = r["step"]
+    return previous, seconds
 
 
 def main() -> int:

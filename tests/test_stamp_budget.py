@@ -1,0 +1,45 @@
+"""scripts/stamp_budget.py: the training budget read from a run's log."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def stamp_budget():
+    spec = importlib.util.spec_from_file_location("stamp_budget", ROOT / "scripts" / "stamp_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_log(run: Path, records):
+    run.mkdir()
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_each_part_of_a_run_is_charged_its_own_speed(stamp_budget, tmp_path):
+    # 1000 steps at 4 s, then (resumed faster) 1000 at 2 s, logged every 10 steps, with a
+    # validation record and a 3-record burst of contention in each part
+    recs = []
+    for k in range(1, 201):
+        speed = 4.0 if k <= 100 else 2.0
+        if k in (40, 41, 42, 150, 151, 152):
+            speed = 30.0
+        recs.append({"step": 10 * k, "loss": 0.01, "lr": 1e-3, "s_per_step": speed})
+        if k % 25 == 0:
+            recs.append({"step": 10 * k, "val_psnr": 29.0})
+    write_log(tmp_path / "run", recs)
+    steps, seconds = stamp_budget.run_seconds(tmp_path / "run")
+    assert steps == 2000
+    # only the records within 10 of the switch see both speeds; the bursts are outvoted
+    assert seconds == pytest.approx(1000 * 4.0 + 1000 * 2.0, rel=0.02)
+
+
+def test_a_log_without_timed_steps_is_an_error(stamp_budget, tmp_path):
+    write_log(tmp_path / "run", [{"step": 250, "val_psnr": 29.0}])
+    with pytest.raises(stamp_budget.BundleError, match="no timed steps"):
+        stamp_budget.run_seconds(tmp_path / "run")
