@@ -3,10 +3,10 @@ run logs, so ``make results`` can print it beside the scores.
 
     python scripts/stamp_budget.py BUNDLE --train RUN [--finetune RUN[@N] ...] --threads N -o OUT
 
-RUN folders hold the ``log.jsonl`` and ``config.toml`` that ``rclut-train train`` and
-``rclut-train finetune`` write. Wall time is steps x the median logged seconds per step; CPU
-hours are wall hours x the threads the run used (``--threads``, or ``@N`` after a fine-tuning
-run).
+RUN folders hold the ``log.jsonl``, ``config.toml`` and ``last.pt`` that ``rclut-train train``
+and ``rclut-train finetune`` write; the schedule is read from the network run's ``last.pt``.
+Wall time is each logged interval's steps x the median seconds per step around it; CPU hours
+are wall hours x the threads the run used (``--threads``, or ``@N`` after a fine-tuning run).
 """
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ def run_seconds(run: Path, window: int = 10) -> tuple[int, float]:
     return previous, seconds
 
 
+def final_train_config(run: Path) -> dict:
+    """The ``[train]`` settings of a run's last checkpoint: a resumed run may have changed its
+    schedule (``--steps``, ``--set``), while ``config.toml`` keeps what it was started with."""
+    last = run / "last.pt"
+    if last.is_file():
+        import torch  # only here: the rest of the script reads plain files
+
+        return dict(torch.load(last, map_location="cpu", weights_only=False)["train_config"])
+    return tomllib.loads((run / "config.toml").read_text())["train"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")
@@ -62,7 +73,7 @@ def main() -> int:
         spec, arrays = load_bundle(args.bundle)
         train = Path(args.train)
         steps, wall = run_seconds(train)
-        cfg = tomllib.loads((train / "config.toml").read_text())["train"]
+        cfg = final_train_config(train)
         ft_steps, ft_wall, ft_cpu = 0, 0.0, 0.0
         for item in args.finetune:
             run, _, threads = item.partition("@")

@@ -43,3 +43,14 @@ def test_a_log_without_timed_steps_is_an_error(stamp_budget, tmp_path):
     write_log(tmp_path / "run", [{"step": 250, "val_psnr": 29.0}])
     with pytest.raises(stamp_budget.BundleError, match="no timed steps"):
         stamp_budget.run_seconds(tmp_path / "run")
+
+
+def test_the_schedule_comes_from_the_last_checkpoint(stamp_budget, tmp_path):
+    torch = pytest.importorskip("torch")
+    run = tmp_path / "run"
+    write_log(run, [{"step": 10, "loss": 0.01, "lr": 1e-3, "s_per_step": 1.0}])
+    (run / "config.toml").write_text('[train]\nsteps = 1100\nbatch_size = 32\n')
+    assert stamp_budget.final_train_config(run)["steps"] == 1100  # no checkpoint yet
+    # resumed with --steps 3800: config.toml still says 1100, the checkpoint knows better
+    torch.save({"train_config": {"steps": 3800, "batch_size": 32}, "step": 10}, run / "last.pt")
+    assert stamp_budget.final_train_config(run)["steps"] == 3800
