@@ -82,6 +82,28 @@ def test_resume_gives_identical_losses(data_dir, cache_dir, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_a_new_schedule_uses_it_from_the_first_step(data_dir, cache_dir, tmp_path,
+                                                                monkeypatch):
+    from training.train import cosine_factor
+    cfg = ROOT / "training" / "configs" / "tiny.toml"
+    run = tmp_path / "run"
+    train(cfg, [data_dir], run, steps=4, device="cpu", stop_after=2,
+          overrides=_overrides(["lr=1e-3", "lr_min=1e-4"]), cache_dir=cache_dir, quiet=True)
+    used = []  # the lr each optimiser step runs with
+    adam_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    # resumed at step 2 with a lower peak, a lower floor and a longer schedule
+    train(cfg, [data_dir], run, steps=6, resume=True, device="cpu",
+          overrides=_overrides(["lr=5e-4", "lr_min=1e-5"]), cache_dir=cache_dir, quiet=True)
+    expected = [5e-4 * cosine_factor(s, 6, 5e-4, 1e-5) for s in range(2, 6)]
+    assert used == pytest.approx(expected, rel=1e-12)
+
+
 def test_validation_and_eval_network_on_a_checkpoint(data_dir, cache_dir, tmp_path, capsys):
     val = tmp_path / "val"
     synthetic_images(val / "HR", n=2, size=48, seed=3)

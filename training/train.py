@@ -277,6 +277,13 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start = int(ck["step"])
+        # the loaded state keeps the schedule the run started with; a resume may change it
+        # (--steps, --set lr=..., lr_min=...): the new one applies from the first resumed step
+        # (the same values when nothing changed, so an uninterrupted run is reproduced exactly)
+        sched.base_lrs = [cfg.lr] * len(opt.param_groups)
+        for group in opt.param_groups:
+            group["initial_lr"] = cfg.lr
+            group["lr"] = cfg.lr * cosine_factor(start, total, cfg.lr, cfg.lr_min)
         best_psnr = ck.get("best_psnr", -math.inf)
         torch.set_rng_state(ck["rng"]["torch"])
         if dev.type == "cuda" and ck["rng"].get("cuda") is not None:
