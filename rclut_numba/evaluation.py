@@ -122,3 +122,12 @@ def evaluate(
     mean_ssim = float(np.mean([r["ssim"] for r in rows]))
     out(f"mean PSNR {mean_psnr:.4f} SSIM {mean_ssim:.4f}")
     return {"mean_psnr": mean_psnr, "mean_ssim": mean_ssim, "rows": rows}
+
+
+def tables_psnr(spec, arrays: dict[str, np.ndarray], dataset_dir) -> float:
+    """Mean PSNR of the numba engine on a bundle's tables (``spec``, ``arrays``) over a dataset,
+    scored as :func:`evaluate` scores, printing nothing."""
+    from .engine import LutModel  # here: evaluation itself runs any upscale function
+
+    model = LutModel(spec, arrays)
+    return evaluate(model.upscale, dataset_dir, spec.scale, out=lambda _s: None)["mean_psnr"]

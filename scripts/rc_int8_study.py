@@ -17,9 +17,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rclut_numba.bundle import BundleError, load_bundle  # noqa: E402
-from rclut_numba.engine import LutModel  # noqa: E402
-from rclut_numba.evaluation import DatasetError, evaluate  # noqa: E402
+from rclut_numba.bundle import BundleError, bundle_size_kb, load_bundle  # noqa: E402
+from rclut_numba.evaluation import DatasetError, tables_psnr  # noqa: E402
 
 STEP = 256  # int16 -> int8 range
 
@@ -43,9 +42,13 @@ def main() -> int:
         spec, arrays = load_bundle(args.bundle)
         if not any(n.endswith("_rc_table") for n in arrays):
             raise BundleError(f"{args.bundle}: model '{spec.name}' has no RC tables")
-        for label, arrs in (("int16 (as shipped)", arrays), ("int8 (requantised)", requantised(arrays))):
-            r = evaluate(LutModel(spec, arrs).upscale, args.data, spec.scale, out=lambda _s: None)
-            print(f"{label:20s} {Path(args.data).name} PSNR {r['mean_psnr']:.4f}  SSIM {r['mean_ssim']:.4f}")
+        # int8 storage: the RC tables at one byte an entry, every other array as it is
+        rc_bytes = sum(a.nbytes for n, a in arrays.items() if n.endswith("_rc_table"))
+        total = bundle_size_kb(spec, arrays)
+        for label, arrs, kb in (("int16 (as shipped)", arrays, total),
+                                ("int8 (requantised)", requantised(arrays), total - rc_bytes / 2048)):
+            psnr = tables_psnr(spec, arrs, args.data)
+            print(f"{label:20s} {kb:7.1f} KB of tables  {Path(args.data).name} PSNR {psnr:.4f}")
     except (BundleError, DatasetError, OSError) as e:
         print(f"rc_int8_study: error: {e}", file=sys.stderr)
         return 2

@@ -20,8 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rclut_numba.engine import LutModel  # noqa: E402
-from rclut_numba.evaluation import dataset_pairs, evaluate  # noqa: E402
+from rclut_numba.evaluation import dataset_pairs, tables_psnr  # noqa: E402
 from rclut_numba.spec import array_key  # noqa: E402
 from training.train import TrainError, load_checkpoint, model_from_checkpoint, validate  # noqa: E402
 from training.transfer import grid_values, transfer  # noqa: E402
@@ -69,14 +68,10 @@ def main() -> None:
         cells = [f"{validate(net, args.data, spec.scale)[0]:.2f}"]
         for interval in args.intervals:
             net.spec = dataclasses.replace(spec, interval=interval)
-            lut_spec, arrays = transfer(net)
-            model = LutModel(lut_spec, arrays)
-            r = evaluate(model.upscale, args.data, spec.scale, out=lambda _s: None)
-            cells.append(f"{r['mean_psnr']:.2f}")
+            cells.append(f"{tables_psnr(*transfer(net), args.data):.2f}")
         net.spec = spec
         if any(br.rc for _, _, br in spec.branches()):
-            model = LutModel(*transfer(net, spread_rc=True))
-            cells.append(f"{evaluate(model.upscale, args.data, spec.scale, out=lambda _s: None)['mean_psnr']:.2f}")
+            cells.append(f"{tables_psnr(*transfer(net, spread_rc=True), args.data):.2f}")
         else:
             cells.append("no RC windows")
         print(f"| {path} | {ck['step']} | " + " | ".join(cells) + " |", flush=True)

@@ -101,3 +101,18 @@ def test_bicubic_baseline_matches_published(name, expected):
     result = evaluate(lambda lr: upscale(lr, 4), folder, 4, out=lambda s: None)
     print(f"{name} bicubic x4: PSNR {result['mean_psnr']:.4f} SSIM {result['mean_ssim']:.4f}")
     assert round(result["mean_psnr"], 2) == expected
+
+
+def test_tables_psnr_scores_the_engine_on_the_tables(dataset):
+    from rclut_numba.engine import LutModel
+    from rclut_numba.evaluation import tables_psnr
+    from rclut_numba.spec import ModelSpec
+    from strategies import random_arrays
+
+    root, _, _ = dataset
+    spec = ModelSpec.from_dict({"name": "t", "scale": 4, "interval": 64, "stages": [["rc3-S", "S"]]})
+    arrays = random_arrays(spec, seed=1)
+    expected = evaluate(LutModel(spec, arrays).upscale, root, 4, out=lambda _s: None)["mean_psnr"]
+    assert tables_psnr(spec, arrays, root) == expected
+    # other tables, another score: the arrays are what is scored
+    assert tables_psnr(spec, random_arrays(spec, seed=2), root) != expected
