@@ -18,6 +18,7 @@ DistributedDataParallel (gloo on CPU, nccl on GPU), and rank 0 logs, validates a
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -225,10 +226,14 @@ def train(config, data_dirs, out, *, resume: bool = False, steps: int | None = N
     main = rank == 0
     say = (lambda *_: None) if (quiet or not main) else (lambda s: print(s, flush=True))
     try:
-        return _train(config, data_dirs, Path(out), resume, steps, dev, overrides, stop_after,
-                      val_data, cache_dir, world, rank, main, say, quiet)
+        losses = _train(config, data_dirs, Path(out), resume, steps, dev, overrides,
+                        stop_after, val_data, cache_dir, world, rank, main, say, quiet)
+        if distributed:
+            dist.barrier()  # rank 0 saves last; tear down the group together
+        return losses
     finally:
         if distributed and dist.is_initialized():
+            gc.collect()  # drop what may still hold the group (DDP reducer) before destroying it
             dist.destroy_process_group()
 
 
