@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .engine import LutModel, rotate_offset
+from .rc_storage import CODE_MAX, MAX_SHIFT, packed_nbytes
 from .spec import PATTERN_OFFSETS, Branch, ModelSpec, array_key
 
 __all__ = [
@@ -187,9 +188,15 @@ def bounding_box(grid: np.ndarray) -> tuple[int, int]:
 
 
 def table_kb(spec: ModelSpec) -> float:
-    """Storage of every table the spec needs, in KB (1024 bytes), as the papers count it."""
-    return sum(int(np.prod(shape)) * np.dtype(dt).itemsize
-               for shape, dt in spec.expected_arrays().values()) / 1024.0
+    """Storage of every table the spec needs, in KB (1024 bytes), RC tables packed as the
+    transfer writes them (``rc_storage``)."""
+    total = 0
+    for name, (shape, dt) in spec.expected_arrays().items():
+        if name.endswith("_rc_table"):
+            total += packed_nbytes(shape[0])
+        else:
+            total += int(np.prod(shape)) * np.dtype(dt).itemsize
+    return total / 1024.0
 
 
 class FieldRow(NamedTuple):
@@ -243,7 +250,10 @@ def random_model(spec: ModelSpec, seed: int = 0) -> LutModel:
                                             dtype=np.int8)
         if br.rc:
             n2 = br.rc * br.rc
-            table = rng.integers(-32768, 32768, (n2, 256)).astype(np.int16)
+            # packable like a transferred table (rc_storage): a full-range int16 centre row, the
+            # others int8 codes times 2**8, so that every row spans about the int16 range
+            table = (rng.integers(-CODE_MAX, CODE_MAX + 1, (n2, 256)) << MAX_SHIFT).astype(np.int16)
+            table[n2 // 2] = rng.integers(-32768, 32768, 256)
             pixels = rng.integers(0, 256, (4096, n2))
             sums = table[np.arange(n2), pixels].astype(np.int64).sum(axis=1)
             thresholds = np.quantile(sums, np.arange(1, 256) / 256.0)

@@ -1,7 +1,9 @@
 """The LUT bundle: the one file shared by training and deployment.
 
 A bundle is a zip (``.npz``) holding ``spec.json`` (a :class:`ModelSpec`) and one ``.npy`` member
-per table, named by :meth:`ModelSpec.expected_arrays`.  Arrays are read with
+per table, named by :meth:`ModelSpec.expected_arrays`, except that an RC window table whose
+rows fit :mod:`rclut_numba.rc_storage`'s packing is stored as three members (``_rc_centre``,
+``_rc_codes``, ``_rc_shifts``) and unpacked on load.  Arrays are read with
 ``allow_pickle=False`` and checked against the spec before anything runs.
 """
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .spec import ModelSpec, SpecError
+from .rc_storage import pack_rc_table, unpack_rc_table
+from .spec import ModelSpec, SpecError, array_key
 
 SPEC_MEMBER = "spec.json"
 
@@ -45,6 +48,51 @@ def validate_arrays(spec: ModelSpec, arrays: dict[str, np.ndarray], where: str =
             raise BundleError(f"{where}: {name!r} must be sorted ascending")
 
 
+PACKED_PARTS = ("_rc_centre", "_rc_codes", "_rc_shifts")
+
+
+def stored_arrays(spec: ModelSpec, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The members a bundle holds for ``arrays``: RC tables packed where that is exact."""
+    out = {}
+    for name in spec.expected_arrays():
+        packed = pack_rc_table(arrays[name]) if name.endswith("_rc_table") else None
+        if packed is None:
+            out[name] = arrays[name]
+        else:
+            key = name[: -len("_rc_table")]
+            out.update({key + part: a for part, a in zip(PACKED_PARTS, packed)})
+    return out
+
+
+def _unpack_members(spec: ModelSpec, arrays: dict[str, np.ndarray], where: str) -> None:
+    """Replace packed RC members by the ``_rc_table`` they encode (in place)."""
+    for si, bi, br in spec.branches():
+        if not br.rc:
+            continue
+        key = array_key(si, bi)
+        names = [key + part for part in PACKED_PARTS]
+        present = [n for n in names if n in arrays]
+        if not present:
+            continue
+        if len(present) < 3:
+            missing = sorted(set(names) - set(present))[0]
+            raise BundleError(f"{where}: missing array {missing!r}")
+        if f"{key}_rc_table" in arrays:
+            raise BundleError(f"{where}: {key!r} holds its RC table both packed and unpacked")
+        n2 = br.rc * br.rc
+        centre, codes, shifts = (arrays.pop(n) for n in names)
+        for name, a, shape, dtype in ((names[0], centre, (256,), "int16"),
+                                      (names[1], codes, (n2 - 1, 256), "int8"),
+                                      (names[2], shifts, (n2 - 1,), "uint8")):
+            if a.dtype != np.dtype(dtype) or a.shape != shape:
+                raise BundleError(f"{where}: {name!r} must be {dtype} of shape {shape}, "
+                                  f"got {a.dtype} {a.shape}")
+        try:
+            arrays[f"{key}_rc_table"] = unpack_rc_table(centre, codes, shifts)
+        except ValueError as e:
+            raise BundleError(f"{where}: {key!r}: {e}") from None
+
+
 def save_bundle(path, spec: ModelSpec, arrays: dict[str, np.ndarray], force: bool = False) -> Path:
     """Write atomically (temporary file, then rename); refuse to overwrite unless ``force``."""
     path = Path(path)
@@ -57,9 +105,10 @@ def save_bundle(path, spec: ModelSpec, arrays: dict[str, np.ndarray], force: boo
     try:
         with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(SPEC_MEMBER, spec.to_json())
-            for name in sorted(arrays):
+            members = stored_arrays(spec, arrays)
+            for name in sorted(members):
                 buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                np.lib.format.write_array(buf, np.ascontiguousarray(members[name]), allow_pickle=False)
                 zf.writestr(f"{name}.npy", buf.getvalue())
         umask = os.umask(0)
         os.umask(umask)
@@ -103,11 +152,13 @@ def load_bundle(path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
         raise BundleError(f"{path}: unreadable or truncated bundle ({e})") from None
     except (RuntimeError, NotImplementedError) as e:  # e.g. a corrupted member's CRC
         raise BundleError(f"{path}: corrupted bundle ({e})") from None
+    _unpack_members(spec, arrays, str(path))
     validate_arrays(spec, arrays, where=str(path))
     return spec, arrays
 
 
 def bundle_size_kb(spec: ModelSpec, arrays: dict[str, np.ndarray]) -> float:
-    """Storage of every table in the bundle, in KB (1024 bytes); the papers count 4D LUTs only."""
-    return sum(arrays[n].nbytes for n in spec.expected_arrays()) / 1024.0
+    """Storage of every table as the bundle holds it, in KB (1024 bytes); the papers count 4D
+    LUTs only."""
+    return sum(a.nbytes for a in stored_arrays(spec, arrays).values()) / 1024.0
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import BundleError, bundle_size_kb, save_bundle
+from .bundle import BundleError, bundle_size_kb, save_bundle, stored_arrays
+from .rc_storage import project_rc_tables
 from .spec import SpecError
 
 PROG = "rclut"
@@ -76,8 +77,8 @@ def cmd_info(args) -> int:
     print(f"tables: {bundle_size_kb(spec, model.arrays):.1f} KB")
     print(f"receptive field: {2 * spec.margin + 1} x {2 * spec.margin + 1} LR pixels at most "
           f"(margin {spec.margin})")
-    for name, (shape, dtype) in spec.expected_arrays().items():
-        print(f"  {name:22s} {dtype:6s} {'x'.join(map(str, shape))}")
+    for name, a in stored_arrays(spec, model.arrays).items():  # as a bundle holds them
+        print(f"  {name:22s} {str(a.dtype):6s} {'x'.join(map(str, a.shape))}")
     return 0
 
 
@@ -86,8 +87,9 @@ def cmd_convert(args) -> int:
     out = Path(args.output)
     if out.suffix != ".npz":
         raise CliError(f"{out}: a bundle file name must end in .npz")
-    save_bundle(out, model.spec, model.arrays, force=args.force)
-    print(f"wrote {out}: {model.spec.describe()}, {bundle_size_kb(model.spec, model.arrays):.1f} KB")
+    arrays = project_rc_tables(model.arrays) if args.pack_rc else model.arrays
+    save_bundle(out, model.spec, arrays, force=args.force)
+    print(f"wrote {out}: {model.spec.describe()}, {bundle_size_kb(model.spec, arrays):.1f} KB")
     return 0
 
 
@@ -150,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("source")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--force", action="store_true")
+    c.add_argument("--pack-rc", action="store_true",
+                   help="round RC rows (all but the centre) to int8 codes x 2^k so the bundle "
+                        "stores them packed: about half the RC storage, slightly lossy")
     c.set_defaults(func=cmd_convert)
 
     e = sub.add_parser("eval", help="PSNR/SSIM (Y, shave = scale) on a dataset folder with HR/")

@@ -17,7 +17,8 @@ The arithmetic every implementation shares (engine, slow reference, torch LUT fo
 * Last stage: ``y = round(clip(acc / (interval * branches), 0, 255))``.
 * ``round`` is round-half-to-even of the exact rational value.
 * An RC window turns its N*N pixels into ``q = #{k : sum_p table[p, pixel_p] >= thr[k]}``
-  (int16 tables, 255 sorted int32 thresholds, so q is 0..255); the pattern then reads q
+  (int16 tables, 255 sorted int32 thresholds, so q is 0..255; a bundle may store the tables
+  packed, see ``rc_storage``); the pattern then reads q
   exactly as it would read the image.  Table row ``p = N*i + j`` is the pixel at offset
   ``(i - N//2, j - N//2)`` from the centre, in the rotated frame; the window is edge-padded.
 """
@@ -28,7 +29,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: RC tables may be stored packed (rc_storage); 1 is still read
+READABLE_VERSIONS = (1, 2)
 
 # (row, col) offsets of the pattern pixels from the anchor, in the (rotated) image frame.
 PATTERN_OFFSETS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -156,9 +158,10 @@ class ModelSpec:
         if not isinstance(d, dict):
             raise SpecError("spec must be a JSON object")
         version = d.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise SpecError(f"spec format_version {version!r} is not supported "
-                            f"(this rclut_numba reads version {FORMAT_VERSION})")
+                            f"(this rclut_numba reads versions {READABLE_VERSIONS[0]} to "
+                            f"{READABLE_VERSIONS[-1]})")
         for key in ("name", "scale", "stages"):
             if key not in d:
                 raise SpecError(f"spec is missing {key!r}")

@@ -219,7 +219,13 @@ def test_crop_field_keeps_offsets():
 def test_table_kb_matches_bundle_size():
     for spec in (srlut(), mulut_sdy_x2(), rclut_paper(), *RANDOM_SPECS):
         spec = coarse(spec)
-        assert table_kb(spec) == pytest.approx(bundle_size_kb(spec, random_arrays(spec, 0)))
+        assert table_kb(spec) == pytest.approx(bundle_size_kb(spec, random_model(spec, 0).arrays))
+    # RC-LUT x4, the paper's layout: four 17**4 x (1 or 16) 4D LUTs, two 256 x 16 1D LUTs and six
+    # RC windows (3x3, 5x5, 7x7 twice), each a 512-byte centre row, 257 bytes per other row and
+    # 255 int32 thresholds
+    lut = (3 * 17 ** 4 + 17 ** 4 * 16 + 2 * 256 * 16)
+    rc = 6 * 512 + 2 * (8 + 24 + 48) * 257 + 6 * 255 * 4
+    assert table_kb(rclut_paper()) == pytest.approx((lut + rc) / 1024)
     # SR-LUT x4 at interval 16: 17**4 rows of 16 int8 entries
     assert table_kb(srlut()) == pytest.approx(17 ** 4 * 16 / 1024)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ def test_transfer_a_tiny_rclut_run(tmp_path, images):
     assert cli_main(["transfer", str(run), "-o", str(out)]) == 0
     spec, arrays = load_bundle(out)
     assert spec.name == "RC-LUT" and arrays["s1_b3_rc_table"].shape == (49, 256)
+    members = zipfile.ZipFile(out).namelist()  # RC tables packed (rclut_numba.rc_storage)
+    assert "s1_b3_rc_codes.npy" in members and not any(m.endswith("_rc_table.npy") for m in members)
     assert LutModel(spec, arrays).upscale(np.zeros((5, 7), np.uint8)).shape == (20, 28)
     assert cli_main(["transfer", str(run), "-o", str(out)]) == 2  # exists, no --force
 

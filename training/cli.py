@@ -104,6 +104,7 @@ def _load_network(source, config, which="best"):
 
 def _transfer(args) -> None:
     from rclut_numba.bundle import bundle_size_kb, save_bundle
+    from rclut_numba.rc_storage import project_rc_tables
 
     from .transfer import transfer
 
@@ -112,6 +113,8 @@ def _transfer(args) -> None:
         raise FileExistsError(f"{out} exists; use --force to overwrite")
     model, source = _load_network(args.source, args.config, args.checkpoint)
     spec, arrays = transfer(model.eval(), spread_rc=args.spread_rc)
+    # RC rows onto the bundle's packed grid (rclut_numba.rc_storage): 40 KB less, ~0.002 dB
+    arrays = project_rc_tables(arrays)
     spec = type(spec)(spec.name, spec.scale, spec.stages, spec.interval,
                       extra={**spec.extra, "transferred_from": str(source),
                              "spread_rc": bool(args.spread_rc)})

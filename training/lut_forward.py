@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rclut_numba.rc_storage import project_rc_table
 from rclut_numba.spec import PATTERN_OFFSETS, ModelSpec, array_key
 
 
@@ -122,7 +123,8 @@ class LutForward(nn.Module):
 
     # ---- export --------------------------------------------------------------------------
     def export_arrays(self) -> dict[str, np.ndarray]:
-        """The tables as the engine stores them (rounded, clamped)."""
+        """The tables as the engine stores them (rounded, clamped; RC tables projected onto
+        the bundle's packed grid, which leaves tables that were on it alone)."""
         out = {}
         for si, bi, br in self.spec.branches():
             key = array_key(si, bi)
@@ -130,7 +132,7 @@ class LutForward(nn.Module):
             out[f"{key}_lut"] = lut.cpu().numpy().astype(np.int8)
             if br.rc:
                 t = torch.clamp(torch.round(self.rc_tables[key].detach()), -32768, 32767)
-                out[f"{key}_rc_table"] = t.cpu().numpy().astype(np.int16)
+                out[f"{key}_rc_table"] = project_rc_table(t.cpu().numpy().astype(np.int16))
                 out[f"{key}_rc_thresholds"] = getattr(self, f"{key}_thr").cpu().numpy().astype(np.int32)
         return out
 
