@@ -18,7 +18,6 @@ DistributedDataParallel (gloo on CPU, nccl on GPU), and rank 0 logs, validates a
 """
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -233,7 +232,6 @@ def train(config, data_dirs, out, *, resume: bool = False, steps: int | None = N
         return losses
     finally:
         if distributed and dist.is_initialized():
-            gc.collect()  # drop what may still hold the group (DDP reducer) before destroying it
             dist.destroy_process_group()
 
 
