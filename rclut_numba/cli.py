@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -184,6 +185,11 @@ def main(argv=None) -> int:
     from .imaging import ImageError
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`rclut info | head`): stop quietly, as Unix tools do; stdout is
+        # pointed at /dev/null so the interpreter's final flush cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except (CliError, BundleError, SpecError, ImageError, DatasetError, ValueError, OSError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 2

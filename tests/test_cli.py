@@ -133,3 +133,24 @@ def test_mulut_set5_eval(capsys):
     assert m, last
     assert abs(float(m[1]) - 30.61) <= 0.005
     assert abs(float(m[2]) - 0.865) <= 0.001
+
+
+def test_closed_pipe_stops_quietly(tmp_path):
+    # `rclut info | head -1`: the reader leaves before the output ends. The stand-in command
+    # writes far more than a pipe buffer holds, so a write really fails.
+    import subprocess
+    import sys
+
+    code = ("import sys; from rclut_numba import cli\n"
+            "def chatty(args):\n"
+            "    for i in range(100000): print('x' * 80)\n"
+            "    return 0\n"
+            "cli.cmd_info = chatty\n"
+            "sys.exit(cli.main(['info']))\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141
+    assert err == ""
