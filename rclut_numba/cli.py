@@ -179,6 +179,16 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def stop_on_closed_pipe() -> int:
+    """Exit status for a reader that went away (`rclut info | head`): quiet, as Unix tools are.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .evaluation import DatasetError
@@ -186,10 +196,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except BrokenPipeError:
-        # the reader went away (`rclut info | head`): stop quietly, as Unix tools do; stdout is
-        # pointed at /dev/null so the interpreter's final flush cannot raise again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE
+        return stop_on_closed_pipe()
     except (CliError, BundleError, SpecError, ImageError, DatasetError, ValueError, OSError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 2

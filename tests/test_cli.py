@@ -135,15 +135,21 @@ def test_mulut_set5_eval(capsys):
     assert abs(float(m[2]) - 0.865) <= 0.001
 
 
-def test_closed_pipe_stops_quietly():
+@pytest.mark.parametrize("module, command, argv", [
+    ("rclut_numba.cli", "cmd_info", ["info"]),
+    ("training.cli", "_eval_network", ["eval-network", "--weights", "w", "--data", "d"]),
+])
+def test_closed_pipe_stops_quietly(module, command, argv):
     # `rclut info | head -1`: the reader leaves before the output ends. The stand-in command
     # writes far more than a pipe buffer holds, so a write really fails.
-    code = ("import sys; from rclut_numba import cli\n"
+    if module.startswith("training"):
+        pytest.importorskip("torch")
+    code = (f"import sys, {module} as cli\n"
             "def chatty(args):\n"
             "    for i in range(100000): print('x' * 80)\n"
             "    return 0\n"
-            "cli.cmd_info = chatty\n"
-            "sys.exit(cli.main(['info']))\n")
+            f"cli.{command} = chatty\n"
+            f"sys.exit(cli.main({argv!r}))\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     p.stdout.readline()

@@ -181,6 +181,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     # Errors a user can fix get one line; anything else is a bug and keeps its traceback.
     from rclut_numba.bundle import BundleError
+    from rclut_numba.cli import stop_on_closed_pipe
     from rclut_numba.evaluation import DatasetError
     from rclut_numba.imaging import ImageError
     from rclut_numba.spec import SpecError
@@ -197,6 +198,8 @@ def main(argv=None) -> int:
             TrainError, BundleError, FileNotFoundError, FileExistsError) as e:
         print(f"rclut-train: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return stop_on_closed_pipe()
     except KeyboardInterrupt:
         print("rclut-train: interrupted (the last checkpoint is intact; use --resume)",
               file=sys.stderr)
