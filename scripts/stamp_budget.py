@@ -2,6 +2,7 @@
 run logs, so ``make results`` can print it beside the scores.
 
     python scripts/stamp_budget.py BUNDLE --train RUN [--finetune RUN[@N] ...] --threads N -o OUT
+                                   [--commands DIR]
 
 RUN folders hold the ``log.jsonl``, ``config.toml`` and ``last.pt`` that ``rclut-train train``
 and ``rclut-train finetune`` write; the schedule is read from the network run's ``last.pt``.
@@ -68,6 +69,8 @@ def main() -> int:
     ap.add_argument("--data", default="../shared/data/train (T91, BSD200, DIV2K_gray; "
                                        "407 images >= 192 px)")
     ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--commands", help="folder of the exact commands and logs, recorded in the "
+                                       "bundle (default: results/OUTPUT_STEM/)")
     args = ap.parse_args()
     try:
         spec, arrays = load_bundle(args.bundle)
@@ -87,7 +90,7 @@ def main() -> int:
             "wall_hours": round(hours, 2), "cpu_hours": round(hours * args.threads, 1),
             "finetune_steps": ft_steps, "finetune_wall_hours": round(ft_hours, 2),
             "finetune_cpu_hours": round(ft_cpu / 3600, 1),
-            "commands": f"results/{Path(args.output).stem}/",
+            "commands": args.commands or f"results/{Path(args.output).stem}/",
         }
         save_bundle(args.output, spec, arrays)
     except (BundleError, OSError, KeyError, ValueError) as e:

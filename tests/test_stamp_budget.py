@@ -54,3 +54,29 @@ def test_the_schedule_comes_from_the_last_checkpoint(stamp_budget, tmp_path):
     # resumed with --steps 3800: config.toml still says 1100, the checkpoint knows better
     torch.save({"train_config": {"steps": 3800, "batch_size": 32}, "step": 10}, run / "last.pt")
     assert stamp_budget.final_train_config(run)["steps"] == 3800
+
+
+def test_the_stamp_names_the_commands_folder(stamp_budget, tmp_path, monkeypatch):
+    from strategies import random_arrays
+    from rclut_numba.bundle import load_bundle, save_bundle
+    from rclut_numba.spec import ModelSpec, srlut
+
+    s = srlut()
+    spec = ModelSpec(s.name, 2, s.stages, interval=64)
+    save_bundle(tmp_path / "m.npz", spec, random_arrays(spec, 0))
+    write_log(tmp_path / "net", [{"step": 10, "loss": 0.01, "lr": 1e-3, "s_per_step": 2.0}])
+    (tmp_path / "net" / "config.toml").write_text(
+        "[train]\nsteps = 10\nbatch_size = 4\ncrop = 16\nnf = 8\n")
+    write_log(tmp_path / "ft", [{"step": 20, "loss": 0.01, "lr": 0.1, "s_per_step": 1.0}])
+    base = ["stamp_budget", str(tmp_path / "m.npz"), "--train", str(tmp_path / "net"),
+            "--finetune", f"{tmp_path / 'ft'}@1", "--threads", "2"]
+    # default: results/<output stem>/; --commands overrides it (a bundle named for its step)
+    cases = [((), "rclut_x4.npz", "results/rclut_x4/"),
+             (("--commands", "results/rclut_x4/"), "rclut_x4_20000.npz", "results/rclut_x4/")]
+    for extra, out, expected in cases:
+        monkeypatch.setattr("sys.argv", base + ["-o", str(tmp_path / out), *extra])
+        assert stamp_budget.main() == 0
+        training = load_bundle(tmp_path / out)[0].extra["training"]
+        assert training["commands"] == expected
+        assert (training["steps"], training["finetune_steps"]) == (10, 20)
+        assert training["finetune_cpu_hours"] == round(20 / 3600, 1)
