@@ -67,9 +67,11 @@ def test_the_stamp_names_the_commands_folder(stamp_budget, tmp_path, monkeypatch
     write_log(tmp_path / "net", [{"step": 10, "loss": 0.01, "lr": 1e-3, "s_per_step": 2.0}])
     (tmp_path / "net" / "config.toml").write_text(
         "[train]\nsteps = 10\nbatch_size = 4\ncrop = 16\nnf = 8\n")
-    write_log(tmp_path / "ft", [{"step": 20, "loss": 0.01, "lr": 0.1, "s_per_step": 1.0}])
+    # two fine-tuning legs, as finetune_20000.cmd runs them: their steps and hours add up
+    write_log(tmp_path / "ft", [{"step": 1800, "loss": 0.01, "lr": 0.1, "s_per_step": 1.0}])
+    write_log(tmp_path / "ft2", [{"step": 1800, "loss": 0.01, "lr": 0.03, "s_per_step": 1.0}])
     base = ["stamp_budget", str(tmp_path / "m.npz"), "--train", str(tmp_path / "net"),
-            "--finetune", f"{tmp_path / 'ft'}@1", "--threads", "2"]
+            "--finetune", f"{tmp_path / 'ft'}@1", str(tmp_path / "ft2"), "--threads", "2"]
     # default: results/<output stem>/; --commands overrides it (a bundle named for its step)
     cases = [((), "rclut_x4.npz", "results/rclut_x4/"),
              (("--commands", "results/rclut_x4/"), "rclut_x4_20000.npz", "results/rclut_x4/")]
@@ -78,5 +80,6 @@ def test_the_stamp_names_the_commands_folder(stamp_budget, tmp_path, monkeypatch
         assert stamp_budget.main() == 0
         training = load_bundle(tmp_path / out)[0].extra["training"]
         assert training["commands"] == expected
-        assert (training["steps"], training["finetune_steps"]) == (10, 20)
-        assert training["finetune_cpu_hours"] == round(20 / 3600, 1)
+        assert (training["steps"], training["finetune_steps"]) == (10, 3600)
+        assert training["finetune_wall_hours"] == 1.0
+        assert training["finetune_cpu_hours"] == 1.5  # 0.5 h on 1 thread + 0.5 h on 2
