@@ -9,13 +9,12 @@ rows fit :mod:`rclut_numba.rc_storage`'s packing is stored as three members (``_
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_write
 from .rc_storage import pack_rc_table, unpack_rc_table
 from .spec import ModelSpec, SpecError, array_key
 
@@ -101,23 +100,14 @@ def save_bundle(path, spec: ModelSpec, arrays: dict[str, np.ndarray], force: boo
         raise BundleError(f"{path} exists; use --force to overwrite")
     if not path.parent.is_dir():
         raise BundleError(f"output folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(SPEC_MEMBER, spec.to_json())
-            members = stored_arrays(spec, arrays)
-            for name in sorted(members):
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.ascontiguousarray(members[name]), allow_pickle=False)
-                zf.writestr(f"{name}.npy", buf.getvalue())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a model file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(SPEC_MEMBER, spec.to_json())
+        members = stored_arrays(spec, arrays)
+        for name in sorted(members):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(members[name]),
+                                      allow_pickle=False)
+            zf.writestr(f"{name}.npy", buf.getvalue())
     return path
 
 

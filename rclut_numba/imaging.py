@@ -12,8 +12,6 @@ leaves nothing behind.
 """
 from __future__ import annotations
 
-import os
-import secrets
 import struct
 import warnings
 import zlib
@@ -21,6 +19,8 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+
+from .fileio import atomic_write
 
 __all__ = [
     "ImageError",
@@ -192,18 +192,6 @@ def read_image(path) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _new_temp(folder: Path, name: str) -> tuple[Path, int]:
-    # O_EXCL: never clobber anything; mode 0o666 lets the umask decide the final
-    # permissions (mkstemp would leave the published file at 0600).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
-        try:
-            return tmp, os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-
-
 def write_image(path, array, force: bool = False) -> None:
     """Write a ``uint8`` HxW, HxWx3 or HxWx4 array to ``path`` atomically.
 
@@ -241,21 +229,13 @@ def write_image(path, array, force: bool = False) -> None:
     # JPEG at 95 rather than Pillow's 75; WebP lossless (its lossy default would blur SR output)
     # and exact (keep RGB under fully transparent pixels).
     kwargs = {"JPEG": {"quality": 95}, "WebP": {"lossless": True, "exact": True}}.get(fmt, {})
-    tmp, fd = _new_temp(folder, path.name)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_write(path) as fh:
             iio.imwrite(fh, np.ascontiguousarray(array), plugin="pillow", extension=ext, **kwargs)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # Checked again just before publishing: another process may have created it meanwhile.
-        if path.exists() and not force:
-            raise _fail(path, "exists; use --force to overwrite")
-        os.replace(tmp, path)
+            # Checked again before publishing: another process may have created it meanwhile.
+            if path.exists() and not force:
+                raise _fail(path, "exists; use --force to overwrite")
     except BaseException as exc:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
         if isinstance(exc, ImageError) or not isinstance(exc, Exception):
             raise
         raise _fail(path, f"cannot write image ({type(exc).__name__}: {exc})") from None

@@ -19,8 +19,6 @@ processes train on the same samples as one process with the whole batch).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from rclut_numba.bicubic import downscale
+from rclut_numba.fileio import atomic_write
 from rclut_numba.imaging import ImageError, read_image
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
@@ -59,25 +58,6 @@ def _cache_key(path: Path, scale: int) -> str:
     st = path.stat()
     ident = f"v{CACHE_VERSION}|x{scale}|{path.resolve()}|{st.st_mtime_ns}|{st.st_size}"
     return "k" + hashlib.sha1(ident.encode()).hexdigest()[:20]
-
-
-def _chmod_default(path) -> None:
-    """mkstemp creates 0600 files; give the final file the usual umask-based mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -138,7 +118,8 @@ class SRDataset:
             raise DataError(f"no training image is at least {self.scale * self.crop} pixels on "
                             f"each side ({len(files)} found, all too small)")
         if made and build_cache:
-            _atomic_savez(cache_path, keys)
+            with atomic_write(cache_path) as f:
+                np.savez(f, **keys)
         if skipped:
             log(f"skipped {len(skipped)} image(s) smaller than one {self.scale * self.crop}px "
                 f"HR crop (e.g. {skipped[0]})")

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from rclut_numba.fileio import atomic_write
 from rclut_numba.spec import ModelSpec
 
 from .config import ConfigError, TrainConfig, load_config
@@ -66,25 +66,9 @@ def default_threads(local_world: int = 1) -> int:
     return max(1, cores // max(1, local_world))
 
 
-def _chmod_default(path) -> None:
-    """mkstemp creates 0600 files; give the final file the usual umask-based mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def cosine_factor(step: int, total: int, lr: float, lr_min: float) -> float:
@@ -198,9 +182,8 @@ def _truncate_log(log_path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash
-    tmp = log_path.with_suffix(".tmp")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    os.replace(tmp, log_path)
+    with atomic_write(log_path, "w") as f:
+        f.write("".join(k + "\n" for k in keep))
 
 
 # -- the loop ------------------------------------------------------------------------------------
