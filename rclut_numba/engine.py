@@ -7,6 +7,7 @@ model's receptive field, so the output equals the untiled one exactly while memo
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,31 @@ from .spec import PATTERN_OFFSETS, ModelSpec, array_key
 
 PATTERN_PAD = 2  # the largest pattern offset (D, Y); maps are padded this much on every side
 DEFAULT_TILE = 512  # LR pixels per tile side: ~4 MB of index maps per channel, no overhead at 720p
+
+
+# ---- optional per-section timing (benchmarks/bench_engine.py) -----------------------------
+_profile: dict[str, float] | None = None
+
+
+@contextmanager
+def profile():
+    """Collect seconds per engine section while the block runs: yields a dict filled with
+    ``rc`` (RC windows), ``stage1``, ``stage2``, ... (LUT stages), ``copies`` (padding, channel
+    split and stacking, tiles) and ``colour`` (luma-only conversion and chroma bicubic)."""
+    global _profile
+    before, _profile = _profile, {}
+    try:
+        yield _profile
+    finally:
+        _profile = before
+
+
+def _lap(name: str, t0: float) -> float:
+    """Charge the time since ``t0`` to ``name`` when profiling; returns now."""
+    t = time.perf_counter()
+    if _profile is not None:
+        _profile[name] = _profile.get(name, 0.0) + t - t0
+    return t
 
 
 # ---- geometry of the rotation ensemble ---------------------------------------------------
@@ -63,8 +89,7 @@ class _StagePlan:
         nb = len(stage.branches)
         last = si == len(spec.stages) - 1
         self.out_scale = spec.scale if last else 1
-        self.bias = 0 if last else 127
-        self.divisor = spec.interval * nb * (1 if last else 4)
+        self.divisor, self.bias = spec.stage_rescale(si)
         self.offsets = np.zeros((nb, 4, 4, 2), np.int64)
         self.n_inputs = np.zeros(nb, np.int64)
         self.row_start = np.zeros(nb, np.int64)
@@ -95,22 +120,30 @@ class _StagePlan:
         self.perm = block_permutation(self.out_scale)
         self.interval = spec.interval
         self.levels = spec.levels
+        self.name = f"stage{si + 1}"
 
     def run(self, plane: np.ndarray) -> np.ndarray:
         h, w = plane.shape
         p = PATTERN_PAD
+        t = time.perf_counter()
         maps = np.empty((self.n_maps, h + 2 * p, w + 2 * p), np.uint8)
         maps[0] = np.pad(plane, p, mode="edge")
+        t = _lap("copies", t)
         m = 1
         for offsets, c, table, levels, base in self.rc:
             rc_out = np.empty((4, h, w), np.uint8)
-            rc_index_maps(np.pad(plane, c, mode="edge"), offsets, table, levels, base, rc_out)
+            padded = np.pad(plane, c, mode="edge")
+            t = _lap("copies", t)
+            rc_index_maps(padded, offsets, table, levels, base, rc_out)
+            t = _lap("rc", t)
             for r in range(4):
                 maps[m + r] = np.pad(rc_out[r], p, mode="edge")
             m += 4
+            t = _lap("copies", t)
         out = np.empty((h * self.out_scale, w * self.out_scale), np.uint8)
         lut_stage(maps, self.map_index, self.offsets, self.n_inputs, self.row_start, self.tables,
                   self.perm, self.interval, self.levels, self.bias, self.divisor, p, out)
+        _lap(self.name, t)
         return out
 
 
@@ -172,9 +205,14 @@ class LutModel:
                 # the crop reaches `m` pixels past the tile (or the true border, where edge
                 # replication then matches the untiled run exactly)
                 cy0, cy1, cx0, cx1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
-                sr = self._upscale_plane_untiled(np.ascontiguousarray(plane[cy0:cy1, cx0:cx1]))
+                t = time.perf_counter()
+                crop = np.ascontiguousarray(plane[cy0:cy1, cx0:cx1])
+                _lap("copies", t)
+                sr = self._upscale_plane_untiled(crop)
+                t = time.perf_counter()
                 oy, ox = (y0 - cy0) * s, (x0 - cx0) * s
                 out[y0 * s:y1 * s, x0 * s:x1 * s] = sr[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
+                _lap("copies", t)
         return out
 
     # ---- images --------------------------------------------------------------------------
@@ -191,8 +229,15 @@ class LutModel:
             if luma_only:
                 rgb_out = self._upscale_luma_only(rgb, tile)
             else:
-                rgb_out = np.stack([self.upscale_plane(np.ascontiguousarray(rgb[..., c]), tile)
-                                    for c in range(3)], axis=-1)
+                planes = []
+                for c in range(3):
+                    t = time.perf_counter()
+                    plane = np.ascontiguousarray(rgb[..., c])
+                    _lap("copies", t)
+                    planes.append(self.upscale_plane(plane, tile))
+                t = time.perf_counter()
+                rgb_out = np.stack(planes, axis=-1)
+                _lap("copies", t)
             if alpha is None:
                 return rgb_out
             from .bicubic import upscale as bicubic_upscale
@@ -202,12 +247,16 @@ class LutModel:
     def _upscale_luma_only(self, rgb: np.ndarray, tile) -> np.ndarray:
         from .bicubic import upscale as bicubic_upscale
         from .imaging import YCC_INVERSE, YCC_OFFSET, rgb_to_ycbcr
+        t = time.perf_counter()
         ycc = rgb_to_ycbcr(rgb)
         y = np.clip(np.rint(ycc[..., 0]), 0, 255).astype(np.uint8)
+        _lap("colour", t)
         y_up = self.upscale_plane(y, tile)
+        t = time.perf_counter()
         chroma_up = np.ascontiguousarray(bicubic_upscale(ycc[..., 1:], self.scale))
         out = np.empty(y_up.shape + (3,), np.uint8)
         ycbcr_planes_to_rgb(y_up, chroma_up, YCC_INVERSE, YCC_OFFSET, out)
+        _lap("colour", t)
         return out
 
 

@@ -109,6 +109,21 @@ class ModelSpec:
     def n_outputs(self, stage_index: int) -> int:
         return self.scale ** 2 if stage_index == len(self.stages) - 1 else 1
 
+    def stage_rescale(self, stage_index: int, interpolated: bool = True) -> tuple[int, int]:
+        """``(divisor, bias)`` that turn a stage's sum into its output.
+
+        The output is ``round(clip(acc / divisor + bias, 0, 255))``, where ``acc`` sums the
+        stage's table entries over branches and rotations. Between stages the sum is averaged
+        over branches and rotations and re-centred on 127; the last stage averages over branches
+        only, without a bias. With ``interpolated`` (tables read by 4-simplex interpolation,
+        whose weights sum to ``interval``) ``acc`` carries a factor ``interval`` that the
+        divisor includes; a network's sum (``interpolated=False``) does not.
+        """
+        n = len(self.stages[stage_index].branches)
+        last = stage_index == len(self.stages) - 1
+        divisor = n if last else 4 * n
+        return (divisor * self.interval if interpolated else divisor), (0 if last else 127)
+
     @property
     def margin(self) -> int:
         """Low-resolution pixels on each side that can influence a pixel (tiling overlap)."""

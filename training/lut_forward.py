@@ -220,11 +220,7 @@ class LutForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
-        for si, stage in enumerate(spec.stages):
+        for si in range(len(spec.stages)):
             acc = self._stage_acc(si, x)
-            n = len(stage.branches)
-            if si == len(spec.stages) - 1:
-                x = _exact_stage_output(acc, spec.interval * n, 0)
-            else:
-                x = _exact_stage_output(acc, spec.interval * 4 * n, 127)
+            x = _exact_stage_output(acc, *spec.stage_rescale(si))
         return x

@@ -309,11 +309,11 @@ class LUTNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.spec.stages) - 1
         for si in range(len(self.spec.stages)):
-            nb = len(self.spec.stages[si].branches)
+            divisor, bias = self.spec.stage_rescale(si, interpolated=False)
             acc = self.stage_sum(si, x)
             if si == last:
-                return round_ste(acc / nb)
-            x = round_ste(torch.clamp(acc / (4 * nb) + 127.0, 0.0, 255.0)) / 255.0
+                return round_ste(acc / divisor + bias)
+            x = round_ste(torch.clamp(acc / divisor + bias, 0.0, 255.0)) / 255.0
         raise AssertionError("unreachable")
 
     # -- inference on uint8 images -----------------------------------------------------------
