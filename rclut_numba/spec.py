@@ -41,6 +41,10 @@ PATTERN_OFFSETS: dict[str, tuple[tuple[int, int], ...]] = {
 }
 ALLOWED_INTERVALS = (4, 8, 16, 32, 64, 128)
 MAX_RC_WINDOW = 15
+MAX_STAGES = 16  # far beyond any published layout; bounds what a stranger's spec can ask for
+MAX_BRANCHES = 64
+MAX_NAME_LENGTH = 200
+SPEC_KEYS = ("format_version", "name", "scale", "interval", "stages", "extra")
 
 
 class SpecError(ValueError):
@@ -53,11 +57,14 @@ class Branch:
     rc: int = 0  # RC window size N (odd); 0 = the pattern reads the stage input directly
 
     def __post_init__(self):
+        if not isinstance(self.pattern, str):
+            raise SpecError(f"pattern must be a string (one of {', '.join(PATTERN_OFFSETS)}), "
+                            f"got {type(self.pattern).__name__} {_short(self.pattern)}")
         if self.pattern not in PATTERN_OFFSETS:
-            raise SpecError(f"unknown pattern {self.pattern!r}; expected one of "
+            raise SpecError(f"unknown pattern {_short(self.pattern)}; expected one of "
                             f"{', '.join(PATTERN_OFFSETS)}")
-        if not isinstance(self.rc, int) or isinstance(self.rc, bool):
-            raise SpecError(f"rc must be an integer, got {self.rc!r}")
+        if not _is_int(self.rc):
+            raise SpecError(f"rc must be an integer, got {_short(self.rc)}")
         if self.rc and (self.rc < 1 or self.rc % 2 == 0 or self.rc > MAX_RC_WINDOW):
             raise SpecError(f"rc window must be an odd size 1..{MAX_RC_WINDOW} (or 0 for none), "
                             f"got {self.rc}")
@@ -82,6 +89,8 @@ class Stage:
     def __post_init__(self):
         if not self.branches:
             raise SpecError("a stage needs at least one branch")
+        if len(self.branches) > MAX_BRANCHES:
+            raise SpecError(f"a stage has at most {MAX_BRANCHES} branches, got {len(self.branches)}")
 
 
 @dataclass(frozen=True)
@@ -93,12 +102,24 @@ class ModelSpec:
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes, kept in the bundle
 
     def __post_init__(self):
-        if not isinstance(self.scale, int) or isinstance(self.scale, bool) or not 1 <= self.scale <= 8:
-            raise SpecError(f"scale must be an integer 1..8, got {self.scale!r}")
-        if self.interval not in ALLOWED_INTERVALS:
-            raise SpecError(f"interval must be one of {ALLOWED_INTERVALS}, got {self.interval!r}")
+        # Types are checked, not coerced: 16.0 == 16 in Python, but a float interval would
+        # reach the numba kernels as a float and fail there.
+        if not isinstance(self.name, str) or len(self.name) > MAX_NAME_LENGTH:
+            raise SpecError(f"name must be a string of at most {MAX_NAME_LENGTH} characters, "
+                            f"got {type(self.name).__name__} {_short(self.name)}")
+        if not _is_int(self.scale) or not 1 <= self.scale <= 8:
+            raise SpecError(f"scale must be an integer 1..8, got {_short(self.scale)}")
+        if not _is_int(self.interval) or self.interval not in ALLOWED_INTERVALS:
+            raise SpecError(f"interval must be an integer, one of {ALLOWED_INTERVALS}, "
+                            f"got {_short(self.interval)}")
+        if not isinstance(self.stages, tuple) or not all(isinstance(st, Stage) for st in self.stages):
+            raise SpecError("stages must be a tuple of Stage")
         if not self.stages:
             raise SpecError("a model needs at least one stage")
+        if len(self.stages) > MAX_STAGES:
+            raise SpecError(f"a model has at most {MAX_STAGES} stages, got {len(self.stages)}")
+        if not isinstance(self.extra, dict):
+            raise SpecError(f"extra must be a dict, got {type(self.extra).__name__}")
 
     # ---- derived quantities -------------------------------------------------------------
     @property
@@ -172,9 +193,13 @@ class ModelSpec:
     def from_dict(cls, d) -> "ModelSpec":
         if not isinstance(d, dict):
             raise SpecError("spec must be a JSON object")
+        unknown = sorted(str(k) for k in set(d) - set(SPEC_KEYS))
+        if unknown:
+            raise SpecError(f"spec has unknown key {_short(unknown[0])} (expected "
+                            f"{', '.join(SPEC_KEYS)})")
         version = d.get("format_version", FORMAT_VERSION)
-        if version not in READABLE_VERSIONS:
-            raise SpecError(f"spec format_version {version!r} is not supported "
+        if not _is_int(version) or version not in READABLE_VERSIONS:
+            raise SpecError(f"spec format_version {_short(version)} is not supported "
                             f"(this rclut_numba reads versions {READABLE_VERSIONS[0]} to "
                             f"{READABLE_VERSIONS[-1]})")
         for key in ("name", "scale", "stages"):
@@ -183,19 +208,24 @@ class ModelSpec:
         stages_raw = d["stages"]
         if not isinstance(stages_raw, list):
             raise SpecError("spec 'stages' must be a list of lists of branches")
+        if len(stages_raw) > MAX_STAGES:
+            raise SpecError(f"a model has at most {MAX_STAGES} stages, got {len(stages_raw)}")
         stages = []
         for si, st in enumerate(stages_raw):
             if not isinstance(st, list):
                 raise SpecError(f"stage {si} must be a list of branches")
+            if len(st) > MAX_BRANCHES:
+                raise SpecError(f"stage {si}: a stage has at most {MAX_BRANCHES} branches, "
+                                f"got {len(st)}")
             branches = []
             for bi, b in enumerate(st):
                 if isinstance(b, str):  # shorthand: "S", or "rc5-S"
                     b = _parse_branch_label(b)
                 if not isinstance(b, dict) or "pattern" not in b:
                     raise SpecError(f"stage {si} branch {bi}: expected {{'pattern': ..., 'rc': ...}}")
-                unknown = set(b) - {"pattern", "rc"}
+                unknown = sorted(str(k) for k in set(b) - {"pattern", "rc"})
                 if unknown:
-                    raise SpecError(f"stage {si} branch {bi}: unknown keys {sorted(unknown)}")
+                    raise SpecError(f"stage {si} branch {bi}: unknown keys {_short(unknown)}")
                 try:
                     branches.append(Branch(pattern=b["pattern"], rc=b.get("rc", 0)))
                 except SpecError as e:
@@ -204,7 +234,7 @@ class ModelSpec:
         extra = d.get("extra", {})
         if not isinstance(extra, dict):
             raise SpecError("spec 'extra' must be an object")
-        return cls(name=str(d["name"]), scale=d["scale"], interval=d.get("interval", 16),
+        return cls(name=d["name"], scale=d["scale"], interval=d.get("interval", 16),
                    stages=tuple(stages), extra=extra)
 
     @classmethod
@@ -228,6 +258,16 @@ class ModelSpec:
         if "model" not in data:
             raise SpecError(f"config {path} has no [model] table")
         return cls.from_dict(data["model"])
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _short(v, limit: int = 40) -> str:
+    """``repr(v)`` cut to ``limit`` characters: a stranger's spec may hold anything."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def array_key(stage_index: int, branch_index: int) -> str:
