@@ -20,8 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .bundle import bundle_size_kb
 from .engine import LutModel, rotate_offset
-from .rc_storage import CODE_MAX, MAX_SHIFT, packed_nbytes
+from .rc_storage import CODE_MAX, MAX_SHIFT
 from .spec import PATTERN_OFFSETS, Branch, ModelSpec, array_key
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "random_model",
     "receptive_field_table",
     "stage_footprint",
-    "table_kb",
     "theoretical_receptive_field",
 ]
 
@@ -187,18 +187,6 @@ def bounding_box(grid: np.ndarray) -> tuple[int, int]:
     return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
 
 
-def table_kb(spec: ModelSpec) -> float:
-    """Storage of every table the spec needs, in KB (1024 bytes), RC tables packed as the
-    transfer writes them (``rc_storage``)."""
-    total = 0
-    for name, (shape, dt) in spec.expected_arrays().items():
-        if name.endswith("_rc_table"):
-            total += packed_nbytes(shape[0])
-        else:
-            total += int(np.prod(shape)) * np.dtype(dt).itemsize
-    return total / 1024.0
-
-
 class FieldRow(NamedTuple):
     name: str
     pixels: int
@@ -211,7 +199,8 @@ def receptive_field_table(specs) -> list[FieldRow]:
     rows = []
     for spec in specs:
         grid, _ = theoretical_receptive_field(spec)
-        rows.append(FieldRow(spec.name, field_pixels(grid), bounding_box(grid), table_kb(spec)))
+        rows.append(FieldRow(spec.name, field_pixels(grid), bounding_box(grid),
+                             bundle_size_kb(spec)))
     return rows
 
 

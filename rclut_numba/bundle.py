@@ -9,13 +9,14 @@ rows fit :mod:`rclut_numba.rc_storage`'s packing is stored as three members (``_
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .fileio import atomic_write
-from .rc_storage import pack_rc_table, unpack_rc_table
+from .rc_storage import pack_rc_table, packed_nbytes, unpack_rc_table
 from .spec import ModelSpec, SpecError, array_key
 
 SPEC_MEMBER = "spec.json"
@@ -147,8 +148,17 @@ def load_bundle(path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     return spec, arrays
 
 
-def bundle_size_kb(spec: ModelSpec, arrays: dict[str, np.ndarray]) -> float:
+def bundle_size_kb(spec: ModelSpec, arrays: dict[str, np.ndarray] | None = None) -> float:
     """Storage of every table as the bundle holds it, in KB (1024 bytes); the papers count 4D
-    LUTs only."""
-    return sum(a.nbytes for a in stored_arrays(spec, arrays).values()) / 1024.0
+    LUTs only. Without ``arrays``: what the spec's tables take with every RC table packed (as
+    the transfer writes them), from the spec alone."""
+    if arrays is not None:
+        return sum(a.nbytes for a in stored_arrays(spec, arrays).values()) / 1024.0
+    total = 0
+    for name, (shape, dtype) in spec.expected_arrays().items():
+        if name.endswith("_rc_table"):
+            total += packed_nbytes(shape[0])
+        else:
+            total += math.prod(shape) * np.dtype(dtype).itemsize
+    return total / 1024.0
 

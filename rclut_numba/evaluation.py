@@ -15,12 +15,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .bicubic import downscale
-from .imaging import read_image
+from .imaging import IMAGE_EXTENSIONS, read_image
 from .metrics import score
 
 __all__ = ["DatasetError", "IMAGE_EXTENSIONS", "dataset_pairs", "evaluate"]
-
-IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
 class DatasetError(ValueError):

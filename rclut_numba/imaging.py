@@ -29,6 +29,7 @@ __all__ = [
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
     "WRITE_FORMATS",
+    "IMAGE_EXTENSIONS",
 ]
 
 
@@ -46,6 +47,8 @@ WRITE_FORMATS: dict[str, tuple[str, bool]] = {
     ".tiff": ("TIFF", True),
     ".webp": ("WebP", True),
 }
+# The files a folder of images is taken to hold (evaluation sets, training data, batches).
+IMAGE_EXTENSIONS = tuple(WRITE_FORMATS)
 
 # Pillow modes that carry 8-bit samples, and the mode each is converted to on reading.
 # None keeps imageio's own conversion (palette images become RGB or RGBA there).
@@ -244,7 +247,7 @@ def write_image(path, array, force: bool = False) -> None:
 # --- colour -------------------------------------------------------------------------------
 # BT.601 "studio swing", as MATLAB's rgb2ycbcr for 0..255 inputs and the SR scoring protocol:
 # [Y Cb Cr] = offset + M @ [R G B] / 255.
-_YCC_MATRIX = np.array(
+YCC_MATRIX = np.array(
     [
         [65.481, 128.553, 24.966],
         [-37.797, -74.203, 112.0],
@@ -252,7 +255,7 @@ _YCC_MATRIX = np.array(
     ]
 )
 YCC_OFFSET = np.array([16.0, 128.0, 128.0])
-YCC_INVERSE = np.linalg.inv(_YCC_MATRIX / 255.0)
+YCC_INVERSE = np.linalg.inv(YCC_MATRIX / 255.0)
 
 
 def rgb_to_ycbcr(rgb) -> np.ndarray:
@@ -260,7 +263,7 @@ def rgb_to_ycbcr(rgb) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb_to_ycbcr expects an HxWx3 array, got shape {rgb.shape}")
-    return rgb.astype(np.float64) @ (_YCC_MATRIX.T / 255.0) + YCC_OFFSET
+    return rgb.astype(np.float64) @ (YCC_MATRIX.T / 255.0) + YCC_OFFSET
 
 
 def ycbcr_to_rgb(ycbcr) -> np.ndarray:

@@ -21,9 +21,11 @@ import math
 
 import numpy as np
 
+from .imaging import YCC_MATRIX, YCC_OFFSET
+
 __all__ = ["rgb_to_y", "psnr", "ssim", "score", "gaussian_window"]
 
-_Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
+_Y_WEIGHTS = YCC_MATRIX[0] / 255.0  # the Y row of the BT.601 conversion
 
 
 def rgb_to_y(img) -> np.ndarray:
@@ -35,7 +37,7 @@ def rgb_to_y(img) -> np.ndarray:
     if a.ndim == 3 and a.shape[2] == 1:
         return a[:, :, 0].astype(np.float64)
     if a.ndim == 3 and a.shape[2] in (3, 4):
-        return a[:, :, :3].astype(np.float64) @ _Y_WEIGHTS + 16.0
+        return a[:, :, :3].astype(np.float64) @ _Y_WEIGHTS + YCC_OFFSET[0]
     raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {a.shape}")
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from rclut_numba.analysis import (FieldRow, bounding_box, branch_footprint, crop_field,
                                   empirical_receptive_field, field_pixels, format_table,
                                   minkowski_sum, random_model, receptive_field_table,
-                                  stage_footprint, table_kb, theoretical_receptive_field)
+                                  stage_footprint, theoretical_receptive_field)
 from rclut_numba.bundle import bundle_size_kb
 from rclut_numba.engine import LutModel
 from rclut_numba.spec import Branch, ModelSpec, Stage, mulut_sdy_x2, rclut_paper, srlut
@@ -216,18 +216,19 @@ def test_crop_field_keeps_offsets():
         crop_field(a, (1, 5), 2)
 
 
-def test_table_kb_matches_bundle_size():
+def test_spec_only_table_storage_matches_a_bundle():
     for spec in (srlut(), mulut_sdy_x2(), rclut_paper(), *RANDOM_SPECS):
         spec = coarse(spec)
-        assert table_kb(spec) == pytest.approx(bundle_size_kb(spec, random_model(spec, 0).arrays))
+        arrays = random_model(spec, 0).arrays
+        assert bundle_size_kb(spec) == pytest.approx(bundle_size_kb(spec, arrays))
     # RC-LUT x4, the paper's layout: four 17**4 x (1 or 16) 4D LUTs, two 256 x 16 1D LUTs and six
     # RC windows (3x3, 5x5, 7x7 twice), each a 512-byte centre row, 257 bytes per other row and
     # 255 int32 thresholds
     lut = (3 * 17 ** 4 + 17 ** 4 * 16 + 2 * 256 * 16)
     rc = 6 * 512 + 2 * (8 + 24 + 48) * 257 + 6 * 255 * 4
-    assert table_kb(rclut_paper()) == pytest.approx((lut + rc) / 1024)
+    assert bundle_size_kb(rclut_paper()) == pytest.approx((lut + rc) / 1024)
     # SR-LUT x4 at interval 16: 17**4 rows of 16 int8 entries
-    assert table_kb(srlut()) == pytest.approx(17 ** 4 * 16 / 1024)
+    assert bundle_size_kb(srlut()) == pytest.approx(17 ** 4 * 16 / 1024)
 
 
 def test_receptive_field_table():

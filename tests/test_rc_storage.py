@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rclut_numba.analysis import random_model
-from rclut_numba.analysis import table_kb
 from rclut_numba.cli import main as cli_main
 from rclut_numba.bundle import BundleError, bundle_size_kb, load_bundle, save_bundle
 from rclut_numba.rc_storage import (MAX_SHIFT, pack_rc_table, packed_nbytes, project_rc_table,
@@ -99,7 +98,7 @@ def test_bundle_stores_packed_tables_and_counts_them(tmp_path):
     # 6 windows: 166 positions, 6 centre rows of 512 bytes and 160 rows of 257
     rc_bytes = sum(packed_nbytes(br.rc ** 2) for _, _, br in spec.branches())
     assert rc_bytes == 6 * 512 + 160 * 257
-    assert bundle_size_kb(spec, arrays) == pytest.approx(table_kb(spec))
+    assert bundle_size_kb(spec, arrays) == pytest.approx(bundle_size_kb(spec))
     lut_bytes = sum(a.nbytes for n, a in arrays.items() if "_rc_" not in n)
     assert bundle_size_kb(spec, arrays) * 1024 == lut_bytes + rc_bytes + 6 * 255 * 4
 
@@ -118,7 +117,7 @@ def test_bundle_keeps_off_grid_tables_as_int16(tmp_path):
     assert "s1_b2_rc_table.npy" in members and "s1_b1_rc_codes.npy" in members
     _, arrays2 = load_bundle(path)
     assert np.array_equal(arrays2["s1_b2_rc_table"], arrays["s1_b2_rc_table"])
-    packed_kb = table_kb(spec)
+    packed_kb = bundle_size_kb(spec)
     extra = 25 * 256 * 2 - packed_nbytes(25)  # this one window stored unpacked
     assert bundle_size_kb(spec, arrays) == pytest.approx(packed_kb + extra / 1024)
 
@@ -189,4 +188,4 @@ def test_convert_pack_rc_and_info(tmp_path, capsys):
     assert cli_main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "s1_b3_rc_codes         int8   48x256" in text and "s1_b3_rc_table" not in text
-    assert f"tables: {table_kb(spec):.1f} KB" in text
+    assert f"tables: {bundle_size_kb(spec):.1f} KB" in text

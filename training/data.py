@@ -29,9 +29,8 @@ import torch
 
 from rclut_numba.bicubic import downscale
 from rclut_numba.fileio import atomic_write
-from rclut_numba.imaging import ImageError, read_image
+from rclut_numba.imaging import IMAGE_EXTENSIONS, ImageError, read_image
 
-IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 CACHE_VERSION = 1  # bump when the LR recipe changes: old cache entries are then ignored
 
 
