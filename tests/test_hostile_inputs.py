@@ -1,0 +1,222 @@
+"""Files from strangers: crafted models and images are refused fast, in bounded memory, with a
+one-line error and no traceback. Every hostile file is built here, small on disk (hostile.py)."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from hostile import CLI, Bomb, npy_bytes, run_python, write_zip
+from rclut_numba.bundle import BundleError, load_bundle
+from rclut_numba.importers import import_mulut_folder, import_srlut_file
+from rclut_numba.spec import ModelSpec
+
+SPEC = {"name": "t", "scale": 2, "interval": 64, "stages": [["S"]], "format_version": 2}
+LUT_SHAPE = (5 ** 4, 4)  # interval 64: 5 levels; x2: 4 outputs
+
+
+def one_line(msg: str) -> str:
+    """The whole of ``msg``, checked to be one line without a traceback."""
+    msg = msg.strip()
+    assert msg and "\n" not in msg and "Traceback" not in msg, msg
+    return msg
+
+
+def good_lut() -> bytes:
+    return npy_bytes(LUT_SHAPE, data=bytes(LUT_SHAPE[0] * LUT_SHAPE[1]))
+
+
+def test_handmade_bundle_is_valid(tmp_path):
+    # the builders make real bundles: a refusal below is about the hostile part only
+    write_zip(tmp_path / "ok.npz", {"spec.json": json.dumps(SPEC).encode(),
+                                     "s1_b1_lut.npy": good_lut()})
+    spec, arrays = load_bundle(tmp_path / "ok.npz")
+    assert spec == ModelSpec.from_dict(SPEC) and arrays["s1_b1_lut"].shape == LUT_SHAPE
+
+
+# ---- bundles: bombs are refused from the zip directory and the .npy header ---------------------
+def test_lut_member_inflating_to_1gb_is_refused_unread(tmp_path):
+    path = tmp_path / "bomb.npz"
+    write_zip(path, {"spec.json": json.dumps(SPEC).encode(),
+                     "s1_b1_lut.npy": Bomb(2 ** 30, head=npy_bytes((2 ** 30 - 128,)))})
+    assert path.stat().st_size < 2_000_000
+    r = run_python(CLI, "info", str(path))
+    assert r.rc != 0 and "declares 1073.7 MB" in one_line(r.err)
+    assert r.peak_mb < 600, r.peak_mb
+    with pytest.raises(BundleError, match=r"s1_b1_lut.npy.*declares .* more than"):
+        load_bundle(path)
+
+
+def test_member_that_inflates_past_its_declared_size(tmp_path):
+    # the directory says the right size; the data says 1 GB: reading stops at the declared size
+    path = tmp_path / "liar.npz"
+    size = len(good_lut())
+    write_zip(path, {"spec.json": json.dumps(SPEC).encode(),
+                     "s1_b1_lut.npy": Bomb(2 ** 30, head=good_lut()[:128])},
+              declared={"s1_b1_lut.npy": size})
+    r = run_python(CLI, "info", str(path))
+    assert r.rc != 0 and "corrupted bundle" in one_line(r.err)
+    assert r.peak_mb < 600, r.peak_mb
+
+
+def test_one_gb_spec_json_is_refused_unread(tmp_path):
+    path = tmp_path / "spaces.npz"
+    write_zip(path, {"spec.json": Bomb(2 ** 30, fill=b" ", head=json.dumps(SPEC).encode()),
+                     "s1_b1_lut.npy": good_lut()})
+    r = run_python(CLI, "info", str(path))
+    assert r.rc != 0 and "spec.json declares 1073.7 MB" in one_line(r.err)
+    assert r.peak_mb < 600, r.peak_mb
+    # a spec.json that lies about its size is cut off at the cap, not read to the end
+    write_zip(path, {"spec.json": Bomb(2 ** 30, fill=b" ", head=json.dumps(SPEC).encode()),
+                     "s1_b1_lut.npy": good_lut()}, declared={"spec.json": 1000})
+    with pytest.raises(BundleError):
+        load_bundle(path)
+
+
+def test_npy_header_claiming_1e12_entries(tmp_path):
+    path = tmp_path / "huge.npz"
+    write_zip(path, {"spec.json": json.dumps(SPEC).encode(),
+                     "s1_b1_lut.npy": npy_bytes((10 ** 12,), data=b"\0" * 100)})
+    with pytest.raises(BundleError, match=r"s1_b1_lut.*shape \(1000000000000,\), expected \(625, 4\)"):
+        load_bundle(path)
+    write_zip(path, {"spec.json": json.dumps(SPEC).encode(),
+                     "s1_b1_lut.npy": npy_bytes(LUT_SHAPE, data=b"\0" * 100)})
+    with pytest.raises(BundleError, match="truncated array"):
+        load_bundle(path)
+
+
+def test_spec_asking_for_huge_tables(tmp_path):
+    spec = dict(SPEC, interval=4, scale=8, stages=[["S", "D"]])
+    path = tmp_path / "greedy.npz"
+    write_zip(path, {"spec.json": json.dumps(spec).encode()})
+    with pytest.raises(BundleError, match=r"asks for 2284.9 MB of tables"):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize("change, msg", [
+    ({"interval": 16.0}, "interval must be an integer"),
+    ({"scale": True}, "scale must be an integer"),
+    ({"stages": [[{"pattern": ["S"]}]]}, "pattern must be a string"),
+    ({"stages": [[{"pattern": {"S": 1}}]]}, "pattern must be a string"),
+    ({"stages": [[{"pattern": "S", "rc": 3.0}]]}, "rc must be an integer"),
+    ({"name": {"a": 1}}, "name must be a string"),
+    ({"format_version": "2"}, "format_version"),
+    ({"stages": "S"}, "must be a list"),
+    ({"extra": []}, "extra"),
+    ({"bogus": 1}, "unknown key 'bogus'"),
+])
+def test_spec_field_types(tmp_path, change, msg):
+    path = tmp_path / "m.npz"
+    write_zip(path, {"spec.json": json.dumps(dict(SPEC, **change)).encode(),
+                     "s1_b1_lut.npy": good_lut()})
+    with pytest.raises(BundleError, match=msg) as e:
+        load_bundle(path)
+    one_line(str(e.value))
+
+
+def test_interval_float_through_the_cli(tmp_path, capsys):
+    from rclut_numba.cli import main
+    path = tmp_path / "m.npz"
+    write_zip(path, {"spec.json": json.dumps(dict(SPEC, interval=64.0)).encode(),
+                     "s1_b1_lut.npy": good_lut()})
+    assert main(["info", str(path)]) == 2
+    assert "interval must be an integer" in one_line(capsys.readouterr().err)
+
+
+def test_foreign_members_and_dtypes(tmp_path):
+    path = tmp_path / "m.npz"
+    write_zip(path, {"spec.json": json.dumps(SPEC).encode(), "s1_b1_lut.npy": good_lut(),
+                     "notes.txt": b"hi"})
+    with pytest.raises(BundleError, match="unexpected member 'notes.txt'"):
+        load_bundle(path)
+    write_zip(path, {"spec.json": json.dumps(SPEC).encode(),
+                     "s1_b1_lut.npy": npy_bytes((625, 1), "<f4", bytes(4 * 625))})
+    with pytest.raises(BundleError, match="integer arrays only"):
+        load_bundle(path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")
+def test_model_path_special_files(tmp_path):
+    loop = tmp_path / "loop.npz"
+    os.symlink(loop, loop)
+    with pytest.raises(BundleError, match="cannot read model") as e:
+        load_bundle(loop)
+    one_line(str(e.value))
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(BundleError, match="not a regular file"):
+        load_bundle(fifo)  # refused, not waited on
+    with pytest.raises(BundleError, match="not a regular file"):
+        load_bundle("/dev/zero")
+
+
+# ---- MuLUT folders and SR-LUT files ------------------------------------------------------------
+MULUT_ROWS = 17 ** 4
+
+
+@pytest.fixture
+def mulut_folder(tmp_path):
+    d = tmp_path / "luts"
+    d.mkdir()
+    for stage in (1, 2):
+        for mode in "sdy":
+            outs = 16 if stage == 2 else 1
+            np.save(d / f"LUT_x4_4bit_int8_s{stage}_{mode}.npy",
+                    np.zeros((MULUT_ROWS, 1, outs), np.int8))  # MuLUT's own odd shapes
+    return d
+
+
+def test_mulut_folder_complete(mulut_folder):
+    spec, arrays = import_mulut_folder(mulut_folder)
+    assert spec.describe().endswith("stages [S, D, Y | S, D, Y]")
+    assert arrays["s2_b3_lut"].shape == (MULUT_ROWS, 16)
+
+
+def test_mulut_folder_missing_one_file(mulut_folder, tmp_path, capsys):
+    from rclut_numba.cli import main
+    (mulut_folder / "LUT_x4_4bit_int8_s2_y.npy").unlink()
+    with pytest.raises(BundleError, match=r"missing LUT_x4_4bit_int8_s2_y.npy \(a MuLUT folder"):
+        import_mulut_folder(mulut_folder)
+    out = tmp_path / "smaller.npz"
+    assert main(["convert", str(mulut_folder), "-o", str(out)]) == 2
+    assert "missing LUT_x4_4bit_int8_s2_y.npy" in one_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_mulut_folder_extra_stage_and_bad_file(mulut_folder):
+    np.save(mulut_folder / "LUT_x4_4bit_int8_s3_s.npy", np.zeros((MULUT_ROWS, 16), np.int8))
+    with pytest.raises(BundleError, match="unexpected stage 3"):
+        import_mulut_folder(mulut_folder)
+    (mulut_folder / "LUT_x4_4bit_int8_s3_s.npy").unlink()
+    (mulut_folder / "LUT_x4_4bit_int8_s1_d.npy").write_bytes(npy_bytes((10 ** 12,)))
+    with pytest.raises(BundleError, match=r"s1_d.npy: has 1000000000000 entries"):
+        import_mulut_folder(mulut_folder)
+
+
+@pytest.mark.parametrize("name, content, msg", [
+    ("LUT_x4_4bit_int8.npy", npy_bytes(()), "0-d array"),
+    ("lut.npy", npy_bytes(()), "0-d array"),
+    ("lut.npy", npy_bytes((7,), data=b"\0" * 7), "cannot tell scale"),
+    ("lut.npy", npy_bytes((10 ** 12, 16)), "cannot tell scale"),
+    ("LUT_x4_4bit_int8.npy", npy_bytes((10 ** 12, 16)), "has 16000000000000 entries"),
+    ("LUT_x4_4bit_int8.npy", npy_bytes((MULUT_ROWS, 16), data=b"\0" * 10), "truncated"),
+    ("LUT_x4_4bit_int8.npy", npy_bytes((MULUT_ROWS, 16), "<i2"), "expected an int8 array"),
+    ("LUT_x4_4bit_int8.npy", npy_bytes((2,), "|O"), "object array"),
+    ("LUT_x4_4bit_int8.npy", b"not numpy at all", "not a valid .npy"),
+    ("LUT_x4_9bit_int8.npy", npy_bytes((2,)), "9-bit"),
+])
+def test_srlut_files_refused_cleanly(tmp_path, capsys, name, content, msg):
+    from rclut_numba.cli import main
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BundleError, match=msg):
+        import_srlut_file(path)
+    assert main(["info", str(path)]) == 2
+    assert msg.split()[0] in one_line(capsys.readouterr().err)
+
+
+def test_srlut_file_by_shape(tmp_path):
+    np.save(tmp_path / "lut.npy", np.zeros((9 ** 4, 9), np.int8))  # interval 32, x3
+    spec, arrays = import_srlut_file(tmp_path / "lut.npy")
+    assert (spec.scale, spec.interval) == (3, 32) and arrays["s1_b1_lut"].shape == (9 ** 4, 9)
