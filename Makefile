@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 RUNTIME := $(VENV)/.installed-runtime
 TESTDEPS := $(VENV)/.installed-test
 
-.PHONY: demo test bench results figure clean
+.PHONY: demo test lint bench results figure clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(RUNTIME)
 
 test: $(TESTDEPS)
 	$(PY) -m pytest
+
+# ruff, configured in pyproject.toml ([tool.ruff]); installed with the test extra
+lint: $(TESTDEPS)
+	$(VENV)/bin/ruff check .
 
 bench: $(TESTDEPS)
 	$(PY) benchmarks/bench_engine.py

@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rclut_numba.bundle import load_bundle
+from rclut_numba.importers import import_mulut_folder
+from training import lut_forward
+from training.train import default_threads
 
-from rclut_numba.bundle import load_bundle  # noqa: E402
-from rclut_numba.importers import import_mulut_folder  # noqa: E402
-from training import lut_forward  # noqa: E402
-from training.train import default_threads  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 HAND_WRITTEN = (lut_forward._WindowSum.apply, lut_forward._WeightedGather.apply)
 

@@ -8,17 +8,15 @@ downscale, i.e. the bundled sample.  PSNR (Y, shave 4) of each full image is pri
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rclut_numba import load_model
+from rclut_numba.bicubic import downscale, upscale
+from rclut_numba.metrics import psnr
 
-from rclut_numba import load_model  # noqa: E402
-from rclut_numba.bicubic import downscale, upscale  # noqa: E402
-from rclut_numba.metrics import psnr  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rclut_numba.bundle import BundleError, bundle_size_kb, load_bundle
+from rclut_numba.evaluation import DatasetError, tables_psnr
+from rclut_numba.rc_storage import project_rc_tables
 
-from rclut_numba.bundle import BundleError, bundle_size_kb, load_bundle  # noqa: E402
-from rclut_numba.evaluation import DatasetError, tables_psnr  # noqa: E402
-from rclut_numba.rc_storage import project_rc_tables  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 INT8_STEP = 256  # int16 -> int8 range
 

@@ -16,13 +16,13 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rclut_numba.bicubic import upscale as bicubic_upscale
+from rclut_numba.bundle import bundle_size_kb
+from rclut_numba.engine import load_model
+from rclut_numba.evaluation import evaluate
 
-from rclut_numba.bicubic import upscale as bicubic_upscale  # noqa: E402
-from rclut_numba.bundle import bundle_size_kb  # noqa: E402
-from rclut_numba.engine import load_model  # noqa: E402
-from rclut_numba.evaluation import evaluate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 SETS = ("Set5", "Set14", "B100")
 PAPERS = [  # x4 PSNR as published; storage as published

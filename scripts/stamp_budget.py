@@ -18,10 +18,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rclut_numba.bundle import BundleError, load_bundle, save_bundle
 
-from rclut_numba.bundle import BundleError, load_bundle, save_bundle  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_seconds(run: Path, window: int = 10) -> tuple[int, float]:

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rclut_numba.evaluation import dataset_pairs, tables_psnr
+from rclut_numba.spec import array_key
+from training.train import TrainError, load_checkpoint, model_from_checkpoint, validate
+from training.transfer import grid_values, transfer
 
-from rclut_numba.evaluation import dataset_pairs, tables_psnr  # noqa: E402
-from rclut_numba.spec import array_key  # noqa: E402
-from training.train import TrainError, load_checkpoint, model_from_checkpoint, validate  # noqa: E402
-from training.transfer import grid_values, transfer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rc_output_spans(net, data: str) -> list[str]:

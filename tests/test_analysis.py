@@ -3,14 +3,23 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from rclut_numba.analysis import (FieldRow, bounding_box, branch_footprint, crop_field,
-                                  empirical_receptive_field, field_pixels, format_table,
-                                  minkowski_sum, random_model, receptive_field_table,
-                                  stage_footprint, theoretical_receptive_field)
+from rclut_numba.analysis import (
+    FieldRow,
+    bounding_box,
+    branch_footprint,
+    crop_field,
+    empirical_receptive_field,
+    field_pixels,
+    format_table,
+    minkowski_sum,
+    random_model,
+    receptive_field_table,
+    stage_footprint,
+    theoretical_receptive_field,
+)
 from rclut_numba.bundle import bundle_size_kb
 from rclut_numba.engine import LutModel
 from rclut_numba.spec import Branch, ModelSpec, Stage, mulut_sdy_x2, rclut_paper, srlut
-
 from strategies import random_arrays, specs
 
 

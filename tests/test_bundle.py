@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies import random_arrays, specs
 from rclut_numba.bundle import BundleError, load_bundle, save_bundle
 from rclut_numba.engine import LutModel
 from rclut_numba.spec import ModelSpec, SpecError, rclut_paper
+from strategies import random_arrays, specs
 
 
 def small_rclut():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from strategies import random_arrays
 from rclut_numba.bundle import save_bundle
 from rclut_numba.cli import main
 from rclut_numba.spec import ModelSpec, srlut
+from strategies import random_arrays
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reference import run_reference
-from strategies import images, random_arrays, specs
 from rclut_numba.engine import LutModel, block_permutation, rotate_offset
 from rclut_numba.kernels.rc_window import level_table
 from rclut_numba.spec import mulut_sdy_x2, rclut_paper, srlut
+from reference import run_reference
+from strategies import images, random_arrays, specs
 
 
 @given(spec=specs(), seed=st.integers(0, 2 ** 32 - 1), image=images(max_side=14))

@@ -6,11 +6,10 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch", reason="torch is not installed (training extra)")
 
-from strategies import images, random_arrays, specs  # noqa: E402
-from rclut_numba.engine import LutModel  # noqa: E402
-from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper, srlut  # noqa: E402
-from training.lut_forward import (LutForward, _WeightedGather, _WindowSum,  # noqa: E402
-                                  round_half_even_div)
+from rclut_numba.engine import LutModel
+from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper, srlut
+from strategies import images, random_arrays, specs
+from training.lut_forward import LutForward, _WeightedGather, _WindowSum, round_half_even_div
 
 
 def torch_upscale(spec, arrays, image):

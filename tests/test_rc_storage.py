@@ -8,11 +8,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rclut_numba.analysis import random_model
-from rclut_numba.cli import main as cli_main
 from rclut_numba.bundle import BundleError, bundle_size_kb, load_bundle, save_bundle
-from rclut_numba.rc_storage import (MAX_SHIFT, pack_rc_table, packed_nbytes, project_rc_table,
-                                    project_rc_tables,
-                                    row_shift, unpack_rc_table)
+from rclut_numba.cli import main as cli_main
+from rclut_numba.rc_storage import (
+    MAX_SHIFT,
+    pack_rc_table,
+    packed_nbytes,
+    project_rc_table,
+    project_rc_tables,
+    row_shift,
+    unpack_rc_table,
+)
 from rclut_numba.spec import ModelSpec, rclut_paper
 from test_bundle import write_raw
 

@@ -57,9 +57,9 @@ def test_the_schedule_comes_from_the_last_checkpoint(stamp_budget, tmp_path):
 
 
 def test_the_stamp_names_the_commands_folder(stamp_budget, tmp_path, monkeypatch):
-    from strategies import random_arrays
     from rclut_numba.bundle import load_bundle, save_bundle
     from rclut_numba.spec import ModelSpec, srlut
+    from strategies import random_arrays
 
     s = srlut()
     spec = ModelSpec(s.name, 2, s.stages, interval=64)

@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rclut_numba.spec import Branch, ModelSpec, mulut_sdy_x2, rclut_paper  # noqa: E402
-from training.data import SRDataset, synthetic_images  # noqa: E402
-from training.naive import naive_block, naive_forward, naive_rc  # noqa: E402
-from training.networks import Block, LUTNet, RCModule, WeightsError, load_mulut_npz, round_ste  # noqa: E402
+from rclut_numba.spec import Branch, ModelSpec, mulut_sdy_x2, rclut_paper
+from training.data import SRDataset, synthetic_images
+from training.naive import naive_block, naive_forward, naive_rc
+from training.networks import Block, LUTNet, RCModule, WeightsError, load_mulut_npz, round_ste
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.toml"))

@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.cli import main as cli_main  # noqa: E402
-from training.data import synthetic_images  # noqa: E402
-from training.train import train  # noqa: E402
+from training.cli import main as cli_main
+from training.data import synthetic_images
+from training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.toml"))

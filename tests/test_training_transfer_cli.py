@@ -10,15 +10,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rclut_numba.bundle import load_bundle, save_bundle  # noqa: E402
-from rclut_numba.engine import LutModel  # noqa: E402
-from rclut_numba.spec import ModelSpec  # noqa: E402
-from strategies import random_arrays  # noqa: E402
-from training.cli import main as cli_main  # noqa: E402
-from training.config import parse_overrides  # noqa: E402
-from training.data import synthetic_images  # noqa: E402
-from training.finetune import finetune  # noqa: E402
-from training.train import train  # noqa: E402
+from rclut_numba.bundle import load_bundle, save_bundle
+from rclut_numba.engine import LutModel
+from rclut_numba.spec import ModelSpec
+from strategies import random_arrays
+from training.cli import main as cli_main
+from training.config import parse_overrides
+from training.data import synthetic_images
+from training.finetune import finetune
+from training.train import train
 
 TINY = ["nf=4", "rc_channels=3", "batch_size=2", "crop=12", "log_every=1", "val_every=0", "ckpt_every=2"]
 

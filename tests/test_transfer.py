@@ -4,13 +4,13 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (training extra)")
 
-from conftest import shared_path  # noqa: E402
-from rclut_numba.engine import LutModel, window_offsets  # noqa: E402
-from rclut_numba.evaluation import evaluate  # noqa: E402
-from rclut_numba.kernels.rc_window import level_table, rc_index_maps  # noqa: E402
-from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper  # noqa: E402
-from training.networks import LUTNet, RCModule, load_mulut_npz  # noqa: E402
-from training.transfer import NETWORK_LEVELS, rc_level_map, tabulate_rc, transfer  # noqa: E402
+from conftest import shared_path
+from rclut_numba.engine import LutModel, window_offsets
+from rclut_numba.evaluation import evaluate
+from rclut_numba.kernels.rc_window import level_table, rc_index_maps
+from rclut_numba.spec import ModelSpec, mulut_sdy_x2
+from training.networks import LUTNet, RCModule, load_mulut_npz
+from training.transfer import NETWORK_LEVELS, rc_level_map, tabulate_rc, transfer
 
 
 @pytest.mark.parametrize("window", [1, 3, 5, 7])
