@@ -1,16 +1,30 @@
 """Engine speed and memory, side by side with named anchors, in one run.
 
-    python benchmarks/bench_engine.py [--model PATH] [--repeat N]
+    python benchmarks/bench_engine.py [--model PATH ...] [--repeat N] [--callgrind] [--no-rss]
 
 Input: scikit-image's CC0 ``coffee`` photo (natural content, licence-clean), cropped to 16:9 and
-resized to 320x180 with the project's MATLAB-style bicubic.  Rows: the LUT model at 1 and 2
-threads, luma-only, and the anchor Pillow bicubic on the same input; then the peak resident
-memory of a 960x540 -> 3840x2160 RGB upscale, measured in a fresh process.
+resized to 320x180 with the project's MATLAB-style bicubic.  Models: the published MuLUT LUTs in
+``../shared`` (when present) and the embedded default RC-LUT, or those given with ``--model``.
+
+Printed, all from one run:
+
+* every model RGB and luma-only at 1 and 2 threads, and the anchor Pillow bicubic on the same
+  input; the cases are interleaved repetition by repetition (the machine is shared and its speed
+  drifts), each figure is a median and its ratio is to Pillow's median in the same run;
+* where each of those runs spends its time (engine sections, see ``rclut_numba.engine.profile``):
+  RC windows, LUT stage 1, LUT stage 2, padding and copies, colour (luma-only);
+* with ``--callgrind``: instructions per LR pixel (RGB, all three channels) counted by valgrind's
+  callgrind as the difference between a run of 3 upscales and a run of 1 (no machine noise).
+  valgrind 3.19 cannot execute AVX-512, so these processes compile the kernels for x86-64-v3
+  (AVX2): the counts are of that build, not of the AVX-512 code timed above;
+* the peak resident memory of a 960x540 -> 3840x2160 RGB upscale, measured in a fresh process.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import subprocess
 import sys
@@ -22,10 +36,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rclut_numba import load_model  # noqa: E402
+from rclut_numba import engine, load_model  # noqa: E402
 from rclut_numba.bicubic import imresize  # noqa: E402
 
 SHARED_MULUT = ROOT.parent / "shared" / "mulut" / "luts"
+SECTIONS = ("rc", "stage1", "stage2", "copies", "colour")
+SECTION_NAMES = {"rc": "RC win", "stage1": "LUT 1", "stage2": "LUT 2", "copies": "pad/copy",
+                 "colour": "colour"}
+LR = (320, 180)
 
 
 def natural_image(width: int, height: int) -> np.ndarray:
@@ -39,17 +57,16 @@ def natural_image(width: int, height: int) -> np.ndarray:
     return imresize(np.ascontiguousarray(photo[top:top + crop_h]), output_shape=(height, width))
 
 
-def best_ms(fn, repeat: int) -> float:
-    fn()  # compile, warm caches
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+def default_models() -> list[str | None]:
+    return ([str(SHARED_MULUT)] if SHARED_MULUT.is_dir() else []) + [None]  # None: embedded
 
 
-def peak_rss_child(model_path: str) -> None:
+def short_name(model) -> str:
+    return model.spec.name.split(" ")[0]
+
+
+# ---- child processes -----------------------------------------------------------------------
+def peak_rss_child(model_path: str | None) -> None:
     """Runs in a fresh process: one 960x540 -> 4K upscale, then report ru_maxrss."""
     model = load_model(model_path)
     image = natural_image(960, 540)
@@ -62,43 +79,113 @@ def peak_rss_child(model_path: str) -> None:
                       "shape": list(out.shape)}))
 
 
+def count_child(model_path: str | None, count: int) -> None:
+    """Runs under callgrind: a warm-up upscale at 1 thread, then ``count`` more."""
+    image = natural_image(*LR)
+    if model_path == "pillow":
+        from PIL import Image
+        pil = Image.fromarray(image)
+        run = lambda: pil.resize((LR[0] * 4, LR[1] * 4), Image.BICUBIC)  # noqa: E731
+    else:
+        model = load_model(model_path)
+        run = lambda: model.upscale(image, threads=1)  # noqa: E731
+    for _ in range(1 + count):
+        run()
+
+
+def instructions_per_pixel(model_path: str | None) -> float | None:
+    """(Ir of 3 upscales - Ir of 1) / 2 / LR pixels, from two callgrind runs."""
+    env = dict(os.environ, NUMBA_CPU_NAME="x86-64-v3", NUMBA_CPU_FEATURES="")
+    base = [sys.executable, __file__, "--count-child"] + (["--model", model_path] if model_path else [])
+    subprocess.run(base + ["--count", "0"], env=env, check=True)  # compile/cache the v3 build natively
+    counts = []
+    for n in (1, 3):
+        r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + base
+                           + ["--count", str(n)], env=env, capture_output=True, text=True)
+        m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
+        if r.returncode != 0 or not m:
+            print(f"  callgrind failed for {model_path}: {r.stderr.strip().splitlines()[-1:]}")
+            return None
+        counts.append(int(m[1]))
+    return (counts[1] - counts[0]) / 2 / (LR[0] * LR[1])
+
+
+# ---- the timed table -------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None,
-                    help="model to time (default: the published MuLUT LUTs in ../shared, else the embedded model)")
+    ap.add_argument("--model", action="append", default=None,
+                    help="model to time (repeatable; default: the published MuLUT LUTs in ../shared "
+                         "and the embedded RC-LUT)")
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions with valgrind")
+    ap.add_argument("--no-rss", action="store_true", help="skip the 4K peak-memory runs")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--count-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    model_path = args.model or (str(SHARED_MULUT) if SHARED_MULUT.is_dir() else None)
     if args.rss_child:
-        peak_rss_child(model_path)
+        peak_rss_child(args.model[0] if args.model else None)
         return
-    model = load_model(model_path)
-    image = natural_image(320, 180)
-    s = model.scale
+    if args.count_child:
+        count_child(args.model[0] if args.model else None, args.count)
+        return
+    paths = args.model or default_models()
+    models = [load_model(p) for p in paths]
+    image = natural_image(*LR)
     from PIL import Image
     pil = Image.fromarray(image)
+    s = models[0].scale
 
-    rows = [
-        (f"{model.spec.name} RGB, 1 thread", best_ms(lambda: model.upscale(image, threads=1), args.repeat)),
-        (f"{model.spec.name} RGB, 2 threads", best_ms(lambda: model.upscale(image, threads=2), args.repeat)),
-        (f"{model.spec.name} luma-only, 2 threads",
-         best_ms(lambda: model.upscale(image, threads=2, luma_only=True), args.repeat)),
-        ("Pillow bicubic (anchor)", best_ms(lambda: pil.resize((320 * s, 180 * s), Image.BICUBIC), args.repeat)),
-    ]
-    anchor = rows[-1][1]
-    print(f"model: {model.source} ({model.spec.describe()})")
-    print(f"input: coffee (CC0), 320x180 RGB -> {320 * s}x{180 * s}; median of {args.repeat} runs")
-    print(f"{'':42s} {'ms':>8s} {'x Pillow bicubic':>17s}")
-    for name, ms in rows:
-        print(f"{name:42s} {ms:8.1f} {ms / anchor:17.1f}")
-    child = subprocess.run([sys.executable, __file__, "--rss-child"] + (["--model", model_path] if model_path else []),
-                           capture_output=True, text=True)
-    if child.returncode != 0:
-        sys.exit(f"bench_engine: the memory run failed: {child.stderr.strip().splitlines()[-1:]}")
-    r = json.loads(child.stdout.strip().splitlines()[-1])
-    print(f"960x540 -> {r['shape'][1]}x{r['shape'][0]} RGB: peak RSS {r['peak_mb']:.0f} MB "
-          f"({r['before_mb']:.0f} MB before the upscale: interpreter, numba, model), {r['seconds']:.2f} s")
+    cases = []  # (label, model index or None, function)
+    for mi, model in enumerate(models):
+        for luma in (False, True):
+            for threads in (1, 2):
+                label = f"{short_name(model)} {'luma-only' if luma else 'RGB'}, {threads} thread{'s' * (threads > 1)}"
+                cases.append((label, mi, lambda m=model, t=threads, y=luma: m.upscale(image, threads=t, luma_only=y)))
+    cases.append(("Pillow bicubic (anchor)", None, lambda: pil.resize((LR[0] * s, LR[1] * s), Image.BICUBIC)))
+
+    for _, _, fn in cases:  # compile, warm caches
+        fn()
+    times = {label: [] for label, _, _ in cases}
+    sections = {label: {k: [] for k in SECTIONS} for label, _, _ in cases}
+    for _ in range(args.repeat):
+        for label, _, fn in cases:
+            with engine.profile() as prof:
+                t0 = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - t0)
+            for k in SECTIONS:
+                sections[label][k].append(prof.get(k, 0.0))
+    med = {label: 1000 * float(np.median(v)) for label, v in times.items()}
+    anchor = med["Pillow bicubic (anchor)"]
+
+    for path, model in zip(paths, models):
+        print(f"model: {model.source} ({model.spec.describe()})")
+    print(f"input: coffee (CC0), {LR[0]}x{LR[1]} RGB -> {LR[0] * s}x{LR[1] * s}; median of {args.repeat} "
+          f"interleaved runs; section times are medians of each section (ms)")
+    head = " ".join(f"{SECTION_NAMES[k]:>8s}" for k in SECTIONS)
+    print(f"{'':32s} {'ms':>7s} {'x Pillow':>8s}   {head}")
+    for label, mi, _ in cases:
+        parts = " ".join(f"{1000 * float(np.median(sections[label][k])):8.1f}" for k in SECTIONS)
+        print(f"{label:32s} {med[label]:7.1f} {med[label] / anchor:8.2f}   {parts if mi is not None else ''}")
+
+    if args.callgrind:
+        print(f"instructions per LR pixel (callgrind, 1 thread, RGB = 3 channels, x86-64-v3 build):")
+        for path, model in zip(paths + ["pillow"], models + [None]):
+            n = instructions_per_pixel(path)
+            name = "Pillow bicubic" if model is None else f"{short_name(model)} RGB"
+            print(f"  {name:30s} {n:10.0f}" if n is not None else f"  {name:30s} n/a")
+
+    if not args.no_rss:
+        for path, model in zip(paths, models):
+            child = subprocess.run([sys.executable, __file__, "--rss-child"]
+                                   + (["--model", path] if path else []), capture_output=True, text=True)
+            if child.returncode != 0:
+                sys.exit(f"bench_engine: the memory run failed: {child.stderr.strip().splitlines()[-1:]}")
+            r = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"{short_name(model)} 960x540 -> {r['shape'][1]}x{r['shape'][0]} RGB: peak RSS "
+                  f"{r['peak_mb']:.0f} MB ({r['before_mb']:.0f} MB before the upscale: interpreter, "
+                  f"numba, model), {r['seconds']:.2f} s")
 
 
 if __name__ == "__main__":
