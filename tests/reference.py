@@ -61,12 +61,14 @@ def branch_output(spec, si, bi, arrays, img, out_scale):
         rotated = np.rot90(img, r)
         source = rotated
         if branch.rc:
-            source = rc_index_map(rotated, arrays[f"{key}_rc_table"], arrays[f"{key}_rc_thresholds"])
+            source = rc_index_map(rotated, arrays[f"{key}_rc_table"],
+                                  arrays[f"{key}_rc_thresholds"])
         rh, rw = rotated.shape
         result = np.zeros((rh * out_scale, rw * out_scale), dtype=object)
         for y in range(rh):
             for x in range(rw):
-                values = [pixel(source, y + dy, x + dx) for dy, dx in PATTERN_OFFSETS[branch.pattern]]
+                values = [pixel(source, y + dy, x + dx)
+                          for dy, dx in PATTERN_OFFSETS[branch.pattern]]
                 if len(values) == 1:
                     block = spec.interval * lut[values[0]].astype(object)
                 else:
@@ -83,11 +85,12 @@ def run_reference(spec: ModelSpec, arrays, plane: np.ndarray) -> np.ndarray:
     for si, stage in enumerate(spec.stages):
         last = si == len(spec.stages) - 1
         out_scale = spec.scale if last else 1
-        acc = sum(branch_output(spec, si, bi, arrays, x, out_scale) for bi in range(len(stage.branches)))
         n = len(stage.branches)
-        if last:
-            value = lambda a: Fraction(int(a), spec.interval * n)
-        else:
-            value = lambda a: Fraction(int(a), spec.interval * 4 * n) + 127
-        x = np.vectorize(lambda a: round(min(max(value(a), 0), 255)), otypes=[np.uint8])(acc)
+        acc = sum(branch_output(spec, si, bi, arrays, x, out_scale) for bi in range(n))
+        divisor, bias = (spec.interval * n, 0) if last else (spec.interval * 4 * n, 127)
+
+        def output(a, divisor=divisor, bias=bias):
+            return round(min(max(Fraction(int(a), divisor) + bias, 0), 255))
+
+        x = np.vectorize(output, otypes=[np.uint8])(acc)
     return x

@@ -19,20 +19,23 @@ def specs(draw, max_stages=2, max_branches=3, intervals=(32, 64, 128), allow_rc=
     stages = tuple(
         Stage(tuple(draw(st.lists(branches(allow_rc), min_size=1, max_size=max_branches))))
         for _ in range(n_stages))
-    return ModelSpec("random", draw(st.integers(1, 4)), stages, interval=draw(st.sampled_from(intervals)))
+    return ModelSpec("random", draw(st.integers(1, 4)), stages,
+                     interval=draw(st.sampled_from(intervals)))
 
 
 def random_arrays(spec: ModelSpec, seed: int) -> dict:
-    """Tables over their full ranges: int8 entries -128..127, RC sums with thresholds inside them."""
+    """Tables over their full ranges: int8 entries -128..127, RC sums with thresholds inside."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for si, bi, br in spec.branches():
         key = array_key(si, bi)
-        arrays[f"{key}_lut"] = rng.integers(-128, 128, (spec.lut_rows(br), spec.n_outputs(si)), dtype=np.int8)
+        shape = (spec.lut_rows(br), spec.n_outputs(si))
+        arrays[f"{key}_lut"] = rng.integers(-128, 128, shape, dtype=np.int8)
         if br.rc:
             n2 = br.rc * br.rc
             table = rng.integers(-32768, 32768, (n2, 256)).astype(np.int16)
-            lo, hi = int(table.min(axis=1).astype(np.int64).sum()), int(table.max(axis=1).astype(np.int64).sum())
+            lo = int(table.min(axis=1).astype(np.int64).sum())
+            hi = int(table.max(axis=1).astype(np.int64).sum())
             # thresholds spread over the central part of the reachable sums, so q varies
             span = max(1, (hi - lo) // 4)
             thr = np.sort(rng.integers(lo + span, hi - span + 1, 255)).astype(np.int32)

@@ -78,12 +78,14 @@ def ref_imresize(img, out_rows, out_cols, scale_rows, scale_cols, with_ties=Fals
         steps.sort(key=lambda s: s[1])  # smallest scale first, rows first on ties
         for which, s in steps:
             if which == "rows":
-                cols = [ref_resize_line([r[c] for r in cur], out_rows, s, is_u8, [t[c] for t in tie])
+                cols = [ref_resize_line([r[c] for r in cur], out_rows, s, is_u8,
+                                        [t[c] for t in tie])
                         for c in range(len(cur[0]))]
                 cur = [[col[0][r] for col in cols] for r in range(out_rows)]
                 tie = [[col[1][r] for col in cols] for r in range(out_rows)]
             else:
-                lines = [ref_resize_line(row, out_cols, s, is_u8, t) for row, t in zip(cur, tie)]
+                lines = [ref_resize_line(row, out_cols, s, is_u8, t)
+                         for row, t in zip(cur, tie, strict=True)]
                 cur = [line[0] for line in lines]
                 tie = [line[1] for line in lines]
         results.append(np.array(cur))

@@ -36,7 +36,8 @@ def write_raw(path, spec_obj, arrays):
     """A bundle written by hand, so it can be wrong in ways save_bundle refuses."""
     with zipfile.ZipFile(path, "w") as zf:
         if spec_obj is not None:
-            zf.writestr("spec.json", spec_obj if isinstance(spec_obj, str) else json.dumps(spec_obj))
+            text = spec_obj if isinstance(spec_obj, str) else json.dumps(spec_obj)
+            zf.writestr("spec.json", text)
         for name, a in arrays.items():
             buf = io.BytesIO()
             np.lib.format.write_array(buf, a, allow_pickle=True)
@@ -156,7 +157,8 @@ def test_spec_json_and_labels_round_trip():
     spec = small_rclut()
     assert ModelSpec.from_json(spec.to_json()) == spec
     short = ModelSpec.from_dict({"name": "RC-LUT", "scale": 4, "interval": 64,
-                                 "stages": [["rc3-S", "rc5-S", "rc7-S"], ["rc3-1", "rc5-S", "rc7-1"]]})
+                                 "stages": [["rc3-S", "rc5-S", "rc7-S"],
+                                            ["rc3-1", "rc5-S", "rc7-1"]]})
     assert short == spec
     assert spec.margin == (3 + 1) + 3  # rc7-S reads 4 px away; stage 2 at most 3 (rc7-1)
     with pytest.raises(SpecError, match="rc5x"):

@@ -58,7 +58,8 @@ def test_upscale_refuses_overwrite_unless_forced(tmp_path, small_model, images, 
     rc = main(["upscale", str(images / "gray.png"), "--model", str(small_model), "-o", str(target)])
     assert rc == 1 and "exists" in capsys.readouterr().err
     assert target.read_bytes() == b"precious"
-    rc = main(["upscale", str(images / "gray.png"), "--model", str(small_model), "-o", str(target), "--force"])
+    rc = main(["upscale", str(images / "gray.png"), "--model", str(small_model), "-o", str(target),
+               "--force"])
     assert rc == 0 and iio.imread(target).shape == (10, 12)
 
 
@@ -89,10 +90,12 @@ def test_output_into_missing_folder_leaves_nothing(tmp_path, small_model, images
 
 
 def test_console_script_no_traceback(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "rclut_numba.cli", "upscale", str(tmp_path / "absent.png"),
-                        "-o", str(tmp_path / "o.png"), "--model", str(tmp_path / "none.npz")],
+    p = subprocess.run([sys.executable, "-m", "rclut_numba.cli", "upscale",
+                        str(tmp_path / "absent.png"), "-o", str(tmp_path / "o.png"),
+                        "--model", str(tmp_path / "none.npz")],
                        capture_output=True, text=True)
-    assert p.returncode != 0 and "Traceback" not in p.stderr and p.stderr.startswith("rclut: error:")
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("rclut: error:")
 
 
 def test_convert_and_info(tmp_path, small_model, capsys):
@@ -119,7 +122,8 @@ def test_mulut_set5_bit_exact(tmp_path, capsys):
     lr_dir = shared_path("data", "benchmark", "Set5", "LR_bicubic", "X4")
     ref_dir = shared_path("mulut", "reference_outputs", "Set5", "X4")
     inputs = sorted(lr_dir.glob("*.png"))
-    assert main(["upscale", *map(str, inputs), "--model", str(luts), "--out-dir", str(tmp_path)]) == 0
+    args = ["upscale", *map(str, inputs), "--model", str(luts), "--out-dir", str(tmp_path)]
+    assert main(args) == 0
     for p in inputs:
         assert np.array_equal(iio.imread(tmp_path / p.name), iio.imread(ref_dir / p.name)), p.name
 

@@ -40,7 +40,8 @@ def test_rc_level_table_equals_threshold_count(window, seed, spread, offset):
     thr = thr.astype(np.int32)
     levels, base = level_table(table, thr)
     lo, hi = table.min(axis=1).astype(int).sum(), table.max(axis=1).astype(int).sum()
-    totals = np.concatenate([[lo, hi], rng.integers(lo, hi + 1, 500), thr[(thr >= lo) & (thr <= hi)],
+    totals = np.concatenate([[lo, hi], rng.integers(lo, hi + 1, 500),
+                             thr[(thr >= lo) & (thr <= hi)],
                              thr[(thr - 1 >= lo) & (thr - 1 <= hi)] - 1])
     got = levels[np.clip(totals - base, 0, len(levels) - 1)]
     np.testing.assert_array_equal(got, np.searchsorted(thr, totals, side="right"))

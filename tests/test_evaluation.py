@@ -73,7 +73,7 @@ def test_evaluate_prints_and_averages(dataset):
     lines = []
     result = evaluate(lambda lr: upscale(lr, 4), root, 4, out=lines.append)
     assert len(lines) == 4
-    for line, row in zip(lines[:3], result["rows"]):
+    for line, row in zip(lines[:3], result["rows"], strict=True):
         assert re.fullmatch(rf"{row['name']}  PSNR \d+\.\d{{4}}  SSIM -?\d\.\d{{4}}", line)
     assert result["mean_psnr"] == pytest.approx(np.mean([r["psnr"] for r in result["rows"]]))
     assert result["mean_ssim"] == pytest.approx(np.mean([r["ssim"] for r in result["rows"]]))
@@ -110,7 +110,8 @@ def test_tables_psnr_scores_the_engine_on_the_tables(dataset):
     from strategies import random_arrays
 
     root, _, _ = dataset
-    spec = ModelSpec.from_dict({"name": "t", "scale": 4, "interval": 64, "stages": [["rc3-S", "S"]]})
+    spec = ModelSpec.from_dict({"name": "t", "scale": 4, "interval": 64,
+                                "stages": [["rc3-S", "S"]]})
     arrays = random_arrays(spec, seed=1)
     expected = evaluate(LutModel(spec, arrays).upscale, root, 4, out=lambda _s: None)["mean_psnr"]
     assert tables_psnr(spec, arrays, root) == expected

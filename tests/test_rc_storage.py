@@ -1,4 +1,4 @@
-"""Packed RC window tables: exact storage, the projection onto its grid, bundles with either form."""
+"""Packed RC window tables: exact storage, projection onto their grid, bundles with either form."""
 import re
 import zipfile
 

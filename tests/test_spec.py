@@ -14,7 +14,8 @@ def test_stage_rescale_matches_the_documented_rule():
 
 
 def test_stage_rescale_follows_the_interval():
-    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 64, "stages": [["S", "D"], ["Y"]]})
+    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 64,
+                                "stages": [["S", "D"], ["Y"]]})
     assert spec.stage_rescale(0) == (64 * 4 * 2, 127)
     assert spec.stage_rescale(1) == (64, 0)
     assert spec.stage_rescale(1, interpolated=False) == (1, 0)

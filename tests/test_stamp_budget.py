@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def stamp_budget():
-    spec = importlib.util.spec_from_file_location("stamp_budget", ROOT / "scripts" / "stamp_budget.py")
+    path = ROOT / "scripts" / "stamp_budget.py"
+    spec = importlib.util.spec_from_file_location("stamp_budget", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

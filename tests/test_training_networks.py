@@ -1,4 +1,4 @@
-"""training.networks / training.data: the network arithmetic, the RC module, MuLUT weights, crops."""
+"""training.networks / training.data: network arithmetic, the RC module, MuLUT weights, crops."""
 from __future__ import annotations
 
 import os
@@ -26,7 +26,8 @@ def _assert_same_up_to_rounding_flips(a, b):
     # rounding boundary (x.5) in one and not the other.  Anything beyond rare +-1 flips (and
     # their small stage-2 echo) is a real difference.
     d = (a - b).abs()
-    assert int(d.max()) <= 4 and float((d > 0).float().mean()) <= 0.01, (int(d.max()), int((d > 0).sum()))
+    assert int(d.max()) <= 4 and float((d > 0).float().mean()) <= 0.01, \
+        (int(d.max()), int((d > 0).sum()))
 
 
 def _image(shape, seed=0):
@@ -37,7 +38,8 @@ def _image(shape, seed=0):
 def _assert_same_gradients(module, fast_loss, slow_loss, *, rtol, atol):
     """The gradients of two scalar losses with respect to every parameter of ``module`` agree."""
     params = list(module.parameters())
-    for a, b in zip(torch.autograd.grad(fast_loss, params), torch.autograd.grad(slow_loss, params)):
+    for a, b in zip(torch.autograd.grad(fast_loss, params), torch.autograd.grad(slow_loss, params),
+                    strict=True):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
 
 
@@ -72,7 +74,8 @@ def test_rc_window_position_is_offset_from_centre():
     for i, j in [(0, 0), (1, 3), (4, 2)]:
         p = n * i + j
         with torch.no_grad():
-            rc.w1.zero_(); rc.b1.zero_(); rc.w2.zero_(); rc.b2.zero_()
+            for t in (rc.w1, rc.b1, rc.w2, rc.b2):
+                t.zero_()
             rc.w1[p] = 1.0
             rc.w2[p] = float(n * n)  # a_p = 3 * 25; the mean divides by 25 -> slope 3
         x = torch.zeros(1, 1, 11, 11)
@@ -86,7 +89,10 @@ def test_rc_window_position_is_offset_from_centre():
 def test_rc_quantisation_formula():
     rc = RCModule(1, channels=1)
     with torch.no_grad():
-        rc.w1.fill_(1.0); rc.b1.zero_(); rc.w2.fill_(1.0); rc.b2.zero_()
+        rc.w1.fill_(1.0)
+        rc.b1.zero_()
+        rc.w2.fill_(1.0)
+        rc.b2.zero_()
     x = torch.linspace(-3, 3, 50).view(1, 1, 5, 10)
     q = rc(x)
     assert torch.equal(q, torch.round((torch.tanh(x) + 1) * 127.5))
@@ -117,7 +123,8 @@ def test_fast_forward_equals_naive_forward(config):
         _assert_same_up_to_rounding_flips(y, naive_forward(model, x))
         assert torch.equal(y, y.round())
     x = _image((2, 1, 8, 8), seed=3)
-    hr = torch.rand(2, 1, 8 * spec.scale, 8 * spec.scale, generator=torch.Generator().manual_seed(0))
+    s = spec.scale
+    hr = torch.rand(2, 1, 8 * s, 8 * s, generator=torch.Generator().manual_seed(0))
     _assert_same_gradients(model, ((model(x) / 255 - hr) ** 2).mean(),
                            ((naive_forward(model, x) / 255 - hr) ** 2).mean(), rtol=1e-3, atol=1e-6)
 
@@ -130,7 +137,8 @@ def test_single_pixel_table_gradient_matches_direct_mlp():
     y_slow = naive_block(blk, x)
     torch.testing.assert_close(y_fast, y_slow, rtol=0, atol=1e-6)
     w = torch.randn_like(y_fast)
-    _assert_same_gradients(blk, (y_fast * w).sum(), (naive_block(blk, x) * w).sum(), rtol=1e-4, atol=1e-6)
+    _assert_same_gradients(blk, (y_fast * w).sum(), (naive_block(blk, x) * w).sum(),
+                           rtol=1e-4, atol=1e-6)
 
 
 def test_rclut_paper_layout_and_outputs():
@@ -184,7 +192,7 @@ def test_mulut_npz_errors(tmp_path):
             load_mulut_npz(model, MULUT_NPZ)  # nf=8 against 64-filter weights
 
 
-# -- data --------------------------------------------------------------------------------------------
+# -- data ----------------------------------------------------------------------------------------
 def test_dataset_crops_are_reproducible_aligned_and_cached(tmp_path):
     synthetic_images(tmp_path / "img", n=3, size=80)
     logs = []

@@ -20,7 +20,8 @@ from training.data import synthetic_images
 from training.finetune import finetune
 from training.train import train
 
-TINY = ["nf=4", "rc_channels=3", "batch_size=2", "crop=12", "log_every=1", "val_every=0", "ckpt_every=2"]
+TINY = ["nf=4", "rc_channels=3", "batch_size=2", "crop=12", "log_every=1", "val_every=0",
+        "ckpt_every=2"]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,8 @@ def test_transfer_a_tiny_rclut_run(tmp_path, images):
 
 
 def small_bundle(tmp_path):
-    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 64, "stages": [["rc3-S", "D"], ["1", "S"]]})
+    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 64,
+                                "stages": [["rc3-S", "D"], ["1", "S"]]})
     path = tmp_path / "start.npz"
     arrays = random_arrays(spec, 0)
     arrays = {k: (v // 4 if k.endswith("_lut") else v) for k, v in arrays.items()}
@@ -58,7 +60,8 @@ def test_finetune_resume_equals_uninterrupted(tmp_path, images):
     kw = dict(steps=4, batch_size=2, crop=12, val_every=0, log_every=1, ckpt_every=1, quiet=True,
               lr=1.0, lr_min=0.5)  # large steps, so entries cross a rounding boundary at once
     whole = finetune(start, [images], tmp_path / "a.npz", run_dir=tmp_path / "ra", **kw)
-    part = finetune(start, [images], tmp_path / "b.npz", run_dir=tmp_path / "rb", stop_after=2, **kw)
+    part = finetune(start, [images], tmp_path / "b.npz", run_dir=tmp_path / "rb", stop_after=2,
+                    **kw)
     assert not (tmp_path / "b.npz").exists()  # nothing written before the schedule completes
     rest = finetune(start, [images], tmp_path / "b.npz", run_dir=tmp_path / "rb", resume=True, **kw)
     assert part["losses"] + rest["losses"] == whole["losses"]
@@ -79,7 +82,9 @@ def test_finetune_resume_equals_uninterrupted(tmp_path, images):
 ])
 def test_bad_input_one_line(tmp_path, images, capsys, args, msg):
     start = small_bundle(tmp_path)
-    args = [a.replace("OUT", str(tmp_path)).replace("IMG", str(images)).replace("START", str(start)) for a in args]
+    names = {"OUT": str(tmp_path), "IMG": str(images), "START": str(start)}
+    for key, value in names.items():
+        args = [a.replace(key, value) for a in args]
     assert cli_main(args) == 2
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1 and "Traceback" not in err

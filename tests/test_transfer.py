@@ -73,7 +73,8 @@ def test_transfer_small_rclut_network_psnr_gap():
     """A tiny RC-LUT trained a few steps: the engine on its tables stays close to the network."""
     from rclut_numba.bicubic import downscale
     # RC feeding both a 4D and a 1D LUT, beside plain branches: quick to fit, covers every kind
-    spec = ModelSpec.from_dict({"name": "rc", "scale": 2, "stages": [["rc3-S", "S"], ["rc5-1", "S"]]})
+    spec = ModelSpec.from_dict({"name": "rc", "scale": 2,
+                                "stages": [["rc3-S", "S"], ["rc5-1", "S"]]})
     torch.manual_seed(0)
     net = LUTNet(spec, nf=8)
     yy, xx = np.mgrid[0:32, 0:32]
@@ -90,7 +91,8 @@ def test_transfer_small_rclut_network_psnr_gap():
     net.eval()
 
     def psnr(a, b):
-        return 10 * np.log10(255 ** 2 / max(np.mean((a.astype(float) - b.astype(float)) ** 2), 1e-12))
+        mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+        return 10 * np.log10(255 ** 2 / max(mse, 1e-12))
 
     net_out = net.upscale_uint8(lr)
     lut_out = LutModel(*transfer(net)).upscale(lr)
