@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rclut_numba.bicubic import downscale, upscale
-from rclut_numba.evaluation import DatasetError, dataset_pairs, evaluate
+from rclut_numba.evaluation import PSNR_CAP, DatasetError, dataset_pairs, evaluate
 from rclut_numba.imaging import write_image
 from rclut_numba.metrics import score
 
@@ -87,10 +87,28 @@ def test_evaluate_prints_and_averages(dataset):
 def test_evaluate_perfect_and_wrong_size(dataset):
     root, _, _ = dataset
     hrs = {lr.tobytes(): hr for _, lr, hr in dataset_pairs(root, 4)}
-    result = evaluate(lambda lr: hrs[lr.tobytes()], root, 4, out=lambda s: None)
-    assert result["mean_psnr"] == math.inf and result["mean_ssim"] == pytest.approx(1.0)
+    lines = []
+    result = evaluate(lambda lr: hrs[lr.tobytes()], root, 4, out=lines.append)
+    # exact reproductions count as PSNR_CAP (100 dB): the mean stays finite, never "inf"
+    assert result["mean_psnr"] == PSNR_CAP and result["mean_ssim"] == pytest.approx(1.0)
+    assert lines[-1].startswith("mean PSNR 100.0000 ") and "inf" not in " ".join(lines)
+    # one exact image among others: a finite mean of the capped values
+    first = {next(dataset_pairs(root, 4))[1].tobytes()}
+    mixed = evaluate(lambda lr: hrs[lr.tobytes()] if lr.tobytes() in first else upscale(lr, 4),
+                     root, 4, out=lambda s: None)
+    assert mixed["rows"][0]["psnr"] == PSNR_CAP
+    assert mixed["mean_psnr"] == pytest.approx(np.mean([r["psnr"] for r in mixed["rows"]]))
+    assert math.isfinite(mixed["mean_psnr"]) and mixed["mean_psnr"] < PSNR_CAP
     with pytest.raises(DatasetError, match="expected"):
         evaluate(lambda lr: upscale(lr, 2), root, 4, out=lambda s: None)
+
+
+def test_evaluate_reports_progress(dataset):
+    root, _, _ = dataset
+    calls = []
+    evaluate(lambda lr: upscale(lr, 4), root, 4, out=lambda s: None,
+             progress=lambda *a: calls.append(a))
+    assert calls == [(0, 3, "a_gray"), (1, 3, "b_rgb"), (2, 3, "c_given"), (3, 3, "")]
 
 
 @pytest.mark.parametrize("name, expected", [("Set5", 28.43), ("Set14", 25.99), ("B100", 25.96)])
