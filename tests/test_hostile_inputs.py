@@ -2,12 +2,13 @@
 one-line error and no traceback. Every hostile file is built here, small on disk (hostile.py)."""
 import json
 import os
+import re
 import sys
 
 import numpy as np
 import pytest
 
-from hostile import CLI, Bomb, npy_bytes, run_python, write_zip
+from hostile import CLI, Bomb, npy_bytes, png_bomb, png_bytes, run_python, write_zip
 from rclut_numba.bundle import BundleError, load_bundle
 from rclut_numba.importers import import_mulut_folder, import_srlut_file
 from rclut_numba.spec import ModelSpec
@@ -220,3 +221,144 @@ def test_srlut_file_by_shape(tmp_path):
     np.save(tmp_path / "lut.npy", np.zeros((9 ** 4, 9), np.int8))  # interval 32, x3
     spec, arrays = import_srlut_file(tmp_path / "lut.npy")
     assert (spec.scale, spec.interval) == (3, 32) and arrays["s1_b1_lut"].shape == (9 ** 4, 9)
+
+
+# ---- images ------------------------------------------------------------------------------------
+def test_png_header_claiming_100000_squared(tmp_path):
+    from rclut_numba.imaging import ImageError, read_image
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_bytes(100_000, 100_000))
+    with pytest.raises(ImageError, match=r"image is 100000x100000 \(10000.0 Mpixel\), more than "
+                                         r"the limit of 8.4 Mpixel; raise the limit with "
+                                         r"--max-pixels") as e:
+        read_image(path)
+    one_line(str(e.value))
+    # allowed by the caller, it fails as what it is: a PNG whose data is missing
+    with pytest.raises(ImageError, match="huge.png") as e:
+        read_image(path, max_pixels=None)
+    assert "not an image file" not in str(e.value)
+
+
+def test_pixel_limit_is_the_callers(tmp_path):
+    from rclut_numba.imaging import ImageError, read_image
+    path = tmp_path / "small.png"
+    path.write_bytes(png_bytes(3, 2, rows=[b"\1\2\3"] * 2, colour=0))
+    assert read_image(path).shape == (2, 3)
+    with pytest.raises(ImageError, match=r"3x2 .*limit of 0.0 Mpixel"):
+        read_image(path, max_pixels=5)
+    assert read_image(path, max_pixels=6).shape == (2, 3)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_pixels"):
+            read_image(path, max_pixels=bad)
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "bmp", "tif", "webp", "gif"])
+def test_pixel_limit_from_every_header(tmp_path, fmt):
+    from PIL import Image
+
+    from rclut_numba.imaging import ImageError, read_image
+    path = tmp_path / f"a.{fmt}"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(path)
+    assert read_image(path).shape[:2] == (30, 40)
+    with pytest.raises(ImageError, match=r"image is 40x30 "):
+        read_image(path, max_pixels=1199)
+
+
+def test_decompression_bomb_png_bounded(tmp_path):
+    path = tmp_path / "bomb.png"
+    png_bomb(path, 12_000, 12_000)
+    assert path.stat().st_size < 1_000_000
+    good = tmp_path / "good.png"
+    good.write_bytes(png_bytes(3, 2, rows=[b"\1\2\3"] * 2, colour=0))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_python(CLI, "upscale", str(path), str(good), "--out-dir", str(out), "--model",
+                   str(_tiny_model(tmp_path)))
+    assert r.rc == 1, r.err
+    lines = r.err.splitlines()
+    assert "bomb.png: image is 12000x12000 (144.0 Mpixel), more than the limit" in lines[0]
+    assert "--max-pixels" in lines[0] and "Traceback" not in r.err
+    assert r.peak_mb < 1000, r.peak_mb
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]  # the rest of the batch ran
+
+
+def _tiny_model(tmp_path):
+    from rclut_numba.bundle import save_bundle
+    from rclut_numba.spec import ModelSpec
+    from strategies import random_arrays
+    path = tmp_path / "tiny.npz"
+    if not path.exists():
+        spec = ModelSpec.from_dict(SPEC)
+        save_bundle(path, spec, random_arrays(spec, 0))
+    return path
+
+
+@pytest.mark.parametrize("colour, channels", [(0, 1), (4, 2), (2, 3), (6, 4)])
+def test_16_bit_png_refused_in_every_layout(tmp_path, colour, channels):
+    from rclut_numba.imaging import ImageError, read_image
+    path = tmp_path / "deep.png"
+    path.write_bytes(png_bytes(2, 1, depth=16, colour=colour, rows=[b"\x01\xff" * 2 * channels]))
+    with pytest.raises(ImageError, match=r"16-bit samples \(PNG .*\) are not supported; only "
+                                         r"8-bit images") as e:
+        read_image(path)
+    one_line(str(e.value))
+
+
+@pytest.mark.parametrize("magic, channels", [(b"P5", 1), (b"P6", 3)])
+def test_16_bit_pnm_refused(tmp_path, magic, channels):
+    from rclut_numba.imaging import ImageError, read_image
+    path = tmp_path / "deep.ppm"
+    path.write_bytes(magic + b"\n# comment\n2 1\n65535\n" + b"\x01\xff" * 2 * channels)
+    with pytest.raises(ImageError, match="16-bit samples"):
+        read_image(path)
+
+
+def test_16_bit_tiff_refused(tmp_path):
+    from PIL import Image
+
+    from rclut_numba.imaging import ImageError, read_image
+    Image.fromarray(np.full((2, 3), 511, np.uint16)).save(tmp_path / "deep.tif")
+    with pytest.raises(ImageError, match=r"16-bit samples \(TIFF\)"):
+        read_image(tmp_path / "deep.tif")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")
+def test_special_files_as_inputs(tmp_path):
+    from rclut_numba.imaging import ImageError, read_image
+    loop = tmp_path / "loop.png"
+    os.symlink(loop, loop)
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    for path, words in [(loop, "cannot read file (Too many levels of symbolic links)"),
+                        (fifo, "not a regular file"), ("/dev/zero", "not a regular file"),
+                        (tmp_path, "is a directory")]:
+        with pytest.raises(ImageError, match=re.escape(words)) as e:
+            read_image(path)  # refused at once: a FIFO is not waited on, /dev/zero not read
+        one_line(str(e.value))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")
+def test_special_inputs_do_not_stop_a_batch(tmp_path):
+    loop = tmp_path / "loop.png"
+    os.symlink(loop, loop)
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    good = tmp_path / "good.png"
+    good.write_bytes(png_bytes(3, 2, rows=[b"\1\2\3"] * 2, colour=0))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_python(CLI, "upscale", str(loop), str(fifo), "/dev/zero", str(good), "--out-dir",
+                   str(out), "--model", str(_tiny_model(tmp_path)), timeout=60)
+    assert r.rc == 1 and "Traceback" not in r.err
+    assert "3 of 4 inputs failed" in r.err.splitlines()[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+
+
+def test_file_larger_than_any_image_within_the_limit(tmp_path):
+    from rclut_numba.imaging import ImageError, read_image
+    path = tmp_path / "big.png"
+    with open(path, "wb") as f:
+        f.write(png_bytes(3, 2, rows=[b"\1\2\3"] * 2, colour=0))
+        f.truncate(20_000_000)  # sparse: nothing written to disk
+    with pytest.raises(ImageError, match="file is 20 MB"):
+        read_image(path, max_pixels=1000)
