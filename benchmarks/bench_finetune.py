@@ -1,4 +1,4 @@
-"""Seconds per LUT fine-tuning step: autograd's gathers beside the hand-written backward, in one run.
+"""Seconds per LUT fine-tuning step: autograd's gathers beside the hand-written backward.
 
   .venv/bin/python benchmarks/bench_finetune.py [--steps 3] [--batch 16] [--crop 48]
 
@@ -91,7 +91,8 @@ def main(argv=None):
         a, h = (statistics.median(times[k]) for k in ("autograd", "hand-written"))
         rows.append((label, a, h))
         print(f"{label:32s} autograd {a:6.2f} s  hand-written {h:6.2f} s  x{a / h:.1f}", flush=True)
-    print("\n| model | autograd (anchor) s/step | hand-written s/step | speed-up |\n|---|---|---|---|")
+    print("\n| model | autograd (anchor) s/step | hand-written s/step | speed-up |")
+    print("|---|---|---|---|")
     for label, a, h in rows:
         print(f"| {label} | {a:.2f} | {h:.2f} | {a / h:.1f}x |")
 

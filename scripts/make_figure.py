@@ -41,7 +41,7 @@ def main() -> None:
     ]
     top, left, size = (int(v) for v in args.crop.split(","))
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-    for ax, (name, img) in zip(axes, panels):
+    for ax, (name, img) in zip(axes, panels, strict=True):
         label = name if name.startswith(("HR", "LR")) else f"{name}  {psnr(img, hr, 4):.2f} dB"
         print(label)
         ax.imshow(img[top:top + size, left:left + size], interpolation="nearest")

@@ -33,14 +33,16 @@ def plain_int8(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], in
         if name.endswith("_rc_table"):
             key = name[: -len("_rc_table")]
             out[name] = np.round(table / INT8_STEP).astype(np.int16)
-            out[f"{key}_rc_thresholds"] = np.ceil(arrays[f"{key}_rc_thresholds"] / INT8_STEP).astype(np.int32)
+            thresholds = arrays[f"{key}_rc_thresholds"]
+            out[f"{key}_rc_thresholds"] = np.ceil(thresholds / INT8_STEP).astype(np.int32)
             saved += table.size  # one byte an entry instead of two
     return out, saved
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bundle", nargs="?", default=str(ROOT / "rclut_numba" / "models" / "rclut_x4.npz"))
+    ap.add_argument("bundle", nargs="?",
+                    default=str(ROOT / "rclut_numba" / "models" / "rclut_x4.npz"))
     ap.add_argument("--data", nargs="+",
                     default=[str(ROOT.parent / "shared" / "data" / "benchmark" / "Set5")])
     args = ap.parse_args()

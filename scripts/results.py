@@ -6,8 +6,8 @@
 Every row but the papers' is measured here, now, with ``rclut_numba.evaluation.evaluate``
 (PSNR on Y shaved by 4, SSIM on Y; LR from the benchmark's own files or our MATLAB-style
 bicubic).  Our bundles: the default model in ``rclut_numba/models/``, the baselines in
-``results/``; a missing one is left out and said so.  The table goes between the ``results:start`` / ``results:end`` markers of the README
-and into ``results/results.md``.
+``results/``; a missing one is left out and said so.  The table goes between the
+``results:start`` / ``results:end`` markers of the README and into ``results/results.md``.
 """
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def budget(spec) -> str:
     text = f"{t.get('steps', '?')} steps, {t.get('cpu_hours', '?')} CPU h"
     if t.get("finetune_steps"):
         ft_hours = t.get("finetune_cpu_hours")
-        text += f" + {t['finetune_steps']} LUT ft steps" + (f", {ft_hours} CPU h" if ft_hours else "")
+        text += f" + {t['finetune_steps']} LUT ft steps"
+        text += f", {ft_hours} CPU h" if ft_hours else ""
     return text
 
 
@@ -65,7 +66,7 @@ def compare(items: list[str], out: str | None, shared: Path, header: str) -> Non
     if not out:
         sys.exit("results: --compare needs --out FILE.md")
     pairs = [item.partition("=")[::2] for item in items]
-    for item, (label, path) in zip(items, pairs):
+    for item, (label, path) in zip(items, pairs, strict=True):
         if not label or not path or not Path(path).exists():
             sys.exit(f"results: {item!r}: expected LABEL=BUNDLE with an existing bundle")
     rows = []
@@ -73,7 +74,8 @@ def compare(items: list[str], out: str | None, shared: Path, header: str) -> Non
         print(label, flush=True)
         m = load_model(path)
         # the label states the budget: a bundle made along the way may carry a stale one
-        rows.append([label, *scores(m.upscale, shared), f"{bundle_size_kb(m.spec, m.arrays):.0f}", ""])
+        kb = bundle_size_kb(m.spec, m.arrays)
+        rows.append([label, *scores(m.upscale, shared), f"{kb:.0f}", ""])
     table = "\n".join([header] + ["| " + " | ".join(r) + " |" for r in rows])
     Path(out).write_text(table + "\n")
     print(table)
@@ -89,9 +91,10 @@ def main() -> None:
     args = ap.parse_args()
     shared = Path(args.shared)
     if not (shared / "data" / "benchmark").is_dir():
-        sys.exit(f"results: {shared}/data/benchmark not found; the benchmark sets live in ../shared")
-    header = ("| model | Set5 PSNR / SSIM | Set14 PSNR / SSIM | B100 PSNR / SSIM | tables KB | training |\n"
-              "|---|---|---|---|---|---|")
+        sys.exit(f"results: {shared}/data/benchmark not found; "
+                 "the benchmark sets live in ../shared")
+    header = ("| model | Set5 PSNR / SSIM | Set14 PSNR / SSIM | B100 PSNR / SSIM | tables KB "
+              "| training |\n|---|---|---|---|---|---|")
     if args.compare:
         compare(args.compare, args.out, shared, header)
         return

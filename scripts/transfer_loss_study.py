@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rc_output_spans(net, data: str) -> list[str]:
-    """Markdown rows: each stage-1 RC window's output percentiles over the LR channels of ``data``."""
+    """Markdown rows: each stage-1 RC window's output percentiles over the LR planes of ``data``."""
     planes = [lr[..., c] if lr.ndim == 3 else lr
               for _, lr, _ in dataset_pairs(data, net.spec.scale)
               for c in range(lr.shape[2] if lr.ndim == 3 else 1)]
@@ -41,7 +41,8 @@ def rc_output_spans(net, data: str) -> list[str]:
         lo, hi = np.percentile(out, [1, 99])
         grid = grid_values(net.spec).numpy()
         inside = int(((grid >= lo) & (grid <= hi)).sum())
-        rows.append(f"| {array_key(0, bi)} ({br.rc}x{br.rc}) | {lo:.0f} to {hi:.0f} | {inside} of {len(grid)} |")
+        rows.append(f"| {array_key(0, bi)} ({br.rc}x{br.rc}) | {lo:.0f} to {hi:.0f} "
+                    f"| {inside} of {len(grid)} |")
     return rows
 
 
@@ -53,8 +54,9 @@ def main() -> None:
     args = ap.parse_args()
     if not Path(args.data).is_dir():
         sys.exit(f"transfer_loss_study: {args.data} is not a folder")
-    print("| checkpoint | step | network | " + " | ".join(f"LUT, interval {i}" for i in args.intervals)
-          + " | LUT, checkpoint's interval, RC levels spread |")
+    intervals = " | ".join(f"LUT, interval {i}" for i in args.intervals)
+    print(f"| checkpoint | step | network | {intervals} "
+          "| LUT, checkpoint's interval, RC levels spread |")
     print("|---|---|---|" + "---|" * (len(args.intervals) + 1))
     spans = {}
     for path in args.checkpoints:

@@ -21,7 +21,8 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     nf: int = 64                 # filters per layer (MuLUT: 64)
-    rc_channels: int = 0         # hidden width C of each RC position's Linear(1,C)->Linear(C,1); 0 = nf
+    rc_channels: int = 0         # hidden width C of each RC position's Linear(1,C)->Linear(C,1);
+                                 # 0 = nf
     batch_size: int = 32         # global batch (split across data-parallel processes)
     crop: int = 48               # LR crop side; the HR crop is scale * crop
     steps: int = 200000
@@ -33,9 +34,11 @@ class TrainConfig:
     ckpt_every: int = 1000       # checkpoint every N steps (and at the end / when stopped)
     log_every: int = 100         # loss line in log.jsonl and on stdout every N steps
     seed: int = 0
-    amp: str = ""                # "" = float32; "bf16" = MLP matmuls in bfloat16 autocast (about 2x
-                                 # faster on CPUs with AVX512-BF16; RC, rounding and sums stay float32)
-    compile: bool = False        # torch.compile the training forward (measured ~7% on CPU, ~45 s to compile)
+    amp: str = ""                # "" = float32; "bf16" = MLP matmuls in bfloat16 autocast (about
+                                 # 2x faster on CPUs with AVX512-BF16; RC, rounding and sums stay
+                                 # float32)
+    compile: bool = False        # torch.compile the training forward (measured ~7% on CPU, ~45 s
+                                 # to compile)
 
     def to_dict(self) -> dict:
         return asdict(self)

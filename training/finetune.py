@@ -118,10 +118,12 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
     seconds = time.time() - t0
     if end < steps:
         say(f"stopped after step {end}/{steps}; continue with --resume")
-        return {"losses": losses, "psnr_before": psnr_before, "psnr_after": None, "seconds": seconds}
+        return {"losses": losses, "psnr_before": psnr_before, "psnr_after": None,
+                "seconds": seconds}
     final = net.export_arrays()
     save_bundle(output, spec, final, force=force)
     psnr_after = tables_psnr(spec, final, val_dir) if val_dir else None
     say(f"wrote {output}" + (f"; engine PSNR {psnr_before:.4f} -> {psnr_after:.4f} dB"
                              if val_dir else "") + f" in {seconds / 60:.1f} min")
-    return {"losses": losses, "psnr_before": psnr_before, "psnr_after": psnr_after, "seconds": seconds}
+    return {"losses": losses, "psnr_before": psnr_before, "psnr_after": psnr_after,
+            "seconds": seconds}

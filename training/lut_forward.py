@@ -119,7 +119,8 @@ class LutForward(nn.Module):
                 # float64 keeps window sums exact whatever their size
                 table = torch.from_numpy(arrays[f"{key}_rc_table"].astype(np.float64))
                 self.rc_tables[key] = nn.Parameter(table, requires_grad=train_rc)
-                self.register_buffer(f"{key}_thr", torch.from_numpy(arrays[f"{key}_rc_thresholds"].copy()))
+                thresholds = arrays[f"{key}_rc_thresholds"].copy()
+                self.register_buffer(f"{key}_thr", torch.from_numpy(thresholds))
 
     # ---- export --------------------------------------------------------------------------
     def export_arrays(self) -> dict[str, np.ndarray]:
@@ -133,7 +134,8 @@ class LutForward(nn.Module):
             if br.rc:
                 t = torch.clamp(torch.round(self.rc_tables[key].detach()), -32768, 32767)
                 out[f"{key}_rc_table"] = project_rc_table(t.cpu().numpy().astype(np.int16))
-                out[f"{key}_rc_thresholds"] = getattr(self, f"{key}_thr").cpu().numpy().astype(np.int32)
+                thresholds = getattr(self, f"{key}_thr").cpu().numpy()
+                out[f"{key}_rc_thresholds"] = thresholds.astype(np.int32)
         return out
 
     # ---- pieces --------------------------------------------------------------------------
@@ -202,7 +204,8 @@ class LutForward(nn.Module):
                                     torch.cat([p[2] for p in parts]))
         acc = None
         # split (not slicing): its backward is one concatenation, not a zero-filled copy per part
-        for (r, shape, idx, _, v1, bi), o in zip(parts, out.split([p[2].shape[0] for p in parts])):
+        for (r, shape, idx, _, v1, bi), o in zip(parts, out.split([p[2].shape[0] for p in parts]),
+                                                   strict=True):
             if v1 is not None:  # 1D LUT: gradient to its input via the table's central difference
                 with torch.no_grad():
                     row = idx[:, 0]

@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
@@ -32,7 +31,8 @@ NETWORK_LEVELS = (1.0, 0.0)  # RC level map (alpha, beta) that keeps the network
 
 def grid_values(spec: ModelSpec) -> torch.Tensor:
     """Pixel values of the 4D LUT sample points: 0, interval, ..., 256 - interval, 255."""
-    return torch.tensor([min(k * spec.interval, 255) for k in range(spec.levels)], dtype=torch.float64)
+    return torch.tensor([min(k * spec.interval, 255) for k in range(spec.levels)],
+                        dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -62,13 +62,15 @@ def sample_block(block: Block, spec: ModelSpec, chunk: int = 1 << 16,
     alpha, beta = level_map
     inputs = (inputs - beta) / alpha
     dtype = block.conv1.weight.dtype
-    outs = [block.mlp((inputs[i:i + chunk] / 255.0).to(dtype)) for i in range(0, len(inputs), chunk)]
+    outs = [block.mlp((inputs[i:i + chunk] / 255.0).to(dtype))
+            for i in range(0, len(inputs), chunk)]
     out = torch.cat(outs).double()
     return torch.round(torch.clamp(out, -1, 1) * 127).to(torch.int8).cpu().numpy()
 
 
 @torch.no_grad()
-def tabulate_rc(rc: RCModule, level_map: tuple[float, float] = NETWORK_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+def tabulate_rc(rc: RCModule, level_map: tuple[float, float] = NETWORK_LEVELS
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(N*N, 256) int16 window tables and the (255,) int32 thresholds of one RC module; the
     levels are ``round(alpha * U + beta)`` for ``level_map = (alpha, beta)``."""
     a, b = (t.double().cpu() for t in rc.affine())
@@ -103,5 +105,6 @@ def transfer(net: LUTNet, spread_rc: bool = False) -> tuple[ModelSpec, dict[str,
         level_map = rc_level_map(block.rc) if br.rc and spread_rc else NETWORK_LEVELS
         arrays[f"{key}_lut"] = sample_block(block, spec, level_map=level_map)
         if br.rc:
-            arrays[f"{key}_rc_table"], arrays[f"{key}_rc_thresholds"] = tabulate_rc(block.rc, level_map)
+            table, thresholds = tabulate_rc(block.rc, level_map)
+            arrays[f"{key}_rc_table"], arrays[f"{key}_rc_thresholds"] = table, thresholds
     return spec, arrays
