@@ -65,7 +65,7 @@ def stored_arrays(spec: ModelSpec, arrays: dict[str, np.ndarray]) -> dict[str, n
             out[name] = arrays[name]
         else:
             key = name[: -len("_rc_table")]
-            out.update({key + part: a for part, a in zip(PACKED_PARTS, packed)})
+            out.update({key + part: a for part, a in zip(PACKED_PARTS, packed, strict=True)})
     return out
 
 
@@ -138,11 +138,12 @@ def read_npy_header(f, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     try:
         major, _minor = fmt.read_magic(f)
         if major == 1:
-            shape, fortran, dtype = fmt.read_array_header_1_0(f, max_header_size=MAX_NPY_HEADER_BYTES)
+            read_header = fmt.read_array_header_1_0
         elif major in (2, 3):
-            shape, fortran, dtype = fmt.read_array_header_2_0(f, max_header_size=MAX_NPY_HEADER_BYTES)
+            read_header = fmt.read_array_header_2_0
         else:
             raise ValueError(f"unsupported .npy format version {major}")
+        shape, fortran, dtype = read_header(f, max_header_size=MAX_NPY_HEADER_BYTES)
     except (ValueError, EOFError, SyntaxError, TypeError) as e:
         raise BundleError(f"{where}: not a valid .npy array ({' '.join(str(e).split())})") from None
     if dtype.hasobject:
@@ -152,7 +153,8 @@ def read_npy_header(f, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     return tuple(int(n) for n in shape), bool(fortran), dtype
 
 
-def read_npy_data(f, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, where: str) -> np.ndarray:
+def read_npy_data(f, shape: tuple[int, ...], fortran: bool, dtype: np.dtype,
+                  where: str) -> np.ndarray:
     """The data after :func:`read_npy_header`: exactly ``prod(shape)`` items, read in chunks
     into one buffer (no second copy), refused if the stream ends early or goes on."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -242,7 +244,8 @@ def _read_bundle(zf: zipfile.ZipFile, where: str) -> tuple[ModelSpec, dict[str, 
             if got_shape != shape:
                 raise BundleError(f"{where}: {name!r} has shape {got_shape}, expected {shape} "
                                   f"for spec '{spec.name}'")
-            arrays[name] = read_npy_data(f, shape, fortran, got_dtype, f"{where}: {info.filename!r}")
+            arrays[name] = read_npy_data(f, shape, fortran, got_dtype,
+                                         f"{where}: {info.filename!r}")
     return spec, arrays
 
 

@@ -20,8 +20,14 @@ import numpy as np
 
 from . import __version__
 from .bundle import BundleError, bundle_size_kb, save_bundle, stored_arrays
-from .imaging import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, WRITE_FORMATS, ImageError,
-                      check_output, check_pixels)
+from .imaging import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    WRITE_FORMATS,
+    ImageError,
+    check_output,
+    check_pixels,
+)
 from .rc_storage import project_rc_tables
 from .spec import SpecError
 
@@ -268,7 +274,8 @@ def _plan_upscale(args, console: Console) -> tuple[list[tuple[Path, Path]], list
                 pairs.append((img, out_dir / _output_name(img.relative_to(src))))
         else:
             n_inputs += 1
-            pairs.append((src, output if output is not None else out_dir / _output_name(Path(src.name))))
+            dst = output if output is not None else out_dir / _output_name(Path(src.name))
+            pairs.append((src, dst))
     targets = [dst for _, dst in pairs]
     if len(set(targets)) != len(targets):
         dup = next(t for t in targets if targets.count(t) > 1)
@@ -305,13 +312,13 @@ def cmd_upscale(args) -> int:
             image = None
             try:
                 image = read_image(src, max_pixels=args.max_pixels)
+                dst.parent.mkdir(parents=True, exist_ok=True)  # --recursive's subfolders
                 check_output(dst, force=args.force,
                              channels=1 if image.ndim == 2 else image.shape[2])
                 warmup(image)
                 t0 = time.perf_counter()
                 sr = model.upscale(image, threads=threads, luma_only=args.luma_only)
                 ms = (time.perf_counter() - t0) * 1000
-                dst.parent.mkdir(parents=True, exist_ok=True)
                 write_image(dst, sr, force=args.force)
                 console.out(f"{src} -> {dst}  {image.shape[1]}x{image.shape[0]} -> "
                             f"{sr.shape[1]}x{sr.shape[0]}  {ms:.1f} ms")
@@ -425,7 +432,8 @@ def _max_pixels(text: str) -> int | None:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'none', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number of pixels or 'none', got {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
     return n
@@ -438,7 +446,7 @@ def _version() -> str:
 
 class _VersionAction(argparse.Action):
     def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                 help="print the version and exit"):  # noqa: A002 - argparse's own name
+                 help="print the version and exit"):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -522,7 +530,6 @@ def _on_sigterm(signum, frame):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .evaluation import DatasetError
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -530,7 +537,8 @@ def main(argv=None) -> int:
         return args.func(args)
     except BrokenPipeError:
         return stop_on_closed_pipe()
-    except (CliError, BundleError, SpecError, ImageError, DatasetError, ValueError, OSError) as e:
+    # ValueError covers evaluation.DatasetError (not imported here: most commands never need it)
+    except (CliError, BundleError, SpecError, ImageError, ValueError, OSError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except MemoryError:

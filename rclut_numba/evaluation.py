@@ -9,8 +9,8 @@ Used by the engine CLI and by the training CLI (with a network-based ``upscale_f
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -117,7 +117,8 @@ def evaluate(
     ``mean PSNR xx.xxxx SSIM 0.xxxx``. Scoring: Y channel, ``scale`` border pixels shaved;
     each image's PSNR is capped at ``PSNR_CAP`` (100 dB), so an exact reproduction counts as
     100 dB and the mean stays finite. ``progress(done, total, name)`` is called before each
-    image (and once with ``done == total`` at the end). Returns ``{"mean_psnr", "mean_ssim", "rows"}``, rows being dicts ``name, psnr, ssim``.
+    image (and once with ``done == total`` at the end). Returns
+    ``{"mean_psnr", "mean_ssim", "rows"}``, rows being dicts ``name, psnr, ssim``.
     """
     rows = []
     total = len(_hr_files(Path(dataset_dir))) if progress else 0

@@ -210,7 +210,7 @@ def _probe(data: bytes, path, max_pixels: int | None) -> None:
     if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 26:
         width, height = struct.unpack(">II", data[16:24])
         size, bits = (width, height), data[24]
-        fmt = f"PNG {_PNG_COLOURS.get(data[25], 'colour type %d' % data[25])}"
+        fmt = f"PNG {_PNG_COLOURS.get(data[25], f'colour type {data[25]}')}"
     elif data.startswith(_JPEG_SOI):
         head = _jpeg_header(data)
         if head:
@@ -237,7 +237,7 @@ def _probe(data: bytes, path, max_pixels: int | None) -> None:
                 raise
             except Image.DecompressionBombError as exc:
                 raise _fail(path, f"image is too large ({exc}); {LIMIT_HINT}") from None
-            except Exception:  # noqa: BLE001 - left to the decoder, which names the problem
+            except Exception:  # left to the decoder, which names the problem
                 return
     if bits is not None and bits > 8:
         raise _fail(path, f"{bits}-bit samples ({fmt}) are not supported; only 8-bit images "
@@ -332,7 +332,7 @@ def read_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
             image = _decode(data, path)
         except ImageError:
             raise
-        except Exception as exc:  # noqa: BLE001 - Pillow/imageio raise many unrelated types
+        except Exception as exc:
             text = str(exc)
             if "truncated" in text:
                 raise _fail(path, f"truncated image file ({text})") from None

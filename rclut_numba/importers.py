@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import (MAX_MODEL_BYTES, BundleError, check_model_file, read_npy_data,
-                     read_npy_header)
+from .bundle import MAX_MODEL_BYTES, BundleError, check_model_file, read_npy_data, read_npy_header
 from .spec import Branch, ModelSpec, SpecError, Stage, array_key
 
 # e.g. LUT_ft_x4_4bit_int8_s1_s.npy (fine-tuned) or LUT_x4_4bit_int8_s2_y.npy
@@ -80,7 +79,8 @@ def import_mulut_folder(folder) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     if not found:
         raise BundleError(f"{folder}: no MuLUT LUT files (LUT*_x4_4bit_int8_s1_s.npy ...) found")
     if len(scales) != 1 or len(bits) != 1:
-        raise BundleError(f"{folder}: LUT files disagree on scale {sorted(scales)} or bits {sorted(bits)}")
+        raise BundleError(f"{folder}: LUT files disagree on scale {sorted(scales)} or bits "
+                          f"{sorted(bits)}")
     scale, nbits = scales.pop(), bits.pop()
     if not 1 <= nbits <= 8:
         raise BundleError(f"{folder}: {nbits}-bit LUTs are not supported (1 to 8 bits)")
@@ -133,7 +133,8 @@ def import_srlut_file(path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
                               "name it like LUT_x4_4bit_int8.npy")
         rows, cols = shape[0], int(np.prod(shape[1:], dtype=np.int64))
         levels, scale = round(rows ** 0.25), round(cols ** 0.5)
-        if levels < 2 or levels ** 4 != rows or 256 % (levels - 1) or scale < 1 or scale ** 2 != cols:
+        if (levels < 2 or levels ** 4 != rows or 256 % (levels - 1)
+                or scale < 1 or scale ** 2 != cols):
             raise BundleError(f"{path}: cannot tell scale and interval from shape {shape}; "
                               "name it like LUT_x4_4bit_int8.npy")
         interval = 256 // (levels - 1)
@@ -154,6 +155,7 @@ def _reshape_to_spec(spec: ModelSpec, arrays: dict[str, np.ndarray], where) -> N
     for name, (shape, _) in spec.expected_arrays().items():
         a = arrays[name]
         if a.size != shape[0] * shape[1]:
-            raise BundleError(f"{where}: {name} has {a.size} entries, expected {shape[0]} x {shape[1]} "
+            raise BundleError(f"{where}: {name} has {a.size} entries, expected "
+                              f"{shape[0]} x {shape[1]} "
                               f"for x{spec.scale} at interval {spec.interval}")
         arrays[name] = np.ascontiguousarray(a.reshape(shape))

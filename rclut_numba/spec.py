@@ -90,7 +90,8 @@ class Stage:
         if not self.branches:
             raise SpecError("a stage needs at least one branch")
         if len(self.branches) > MAX_BRANCHES:
-            raise SpecError(f"a stage has at most {MAX_BRANCHES} branches, got {len(self.branches)}")
+            raise SpecError(f"a stage has at most {MAX_BRANCHES} branches, "
+                            f"got {len(self.branches)}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ class ModelSpec:
         if not _is_int(self.interval) or self.interval not in ALLOWED_INTERVALS:
             raise SpecError(f"interval must be an integer, one of {ALLOWED_INTERVALS}, "
                             f"got {_short(self.interval)}")
-        if not isinstance(self.stages, tuple) or not all(isinstance(st, Stage) for st in self.stages):
+        if not isinstance(self.stages, tuple) or not all(isinstance(st, Stage)
+                                                         for st in self.stages):
             raise SpecError("stages must be a tuple of Stage")
         if not self.stages:
             raise SpecError("a model needs at least one stage")
@@ -190,7 +192,7 @@ class ModelSpec:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d) -> "ModelSpec":
+    def from_dict(cls, d) -> ModelSpec:
         if not isinstance(d, dict):
             raise SpecError("spec must be a JSON object")
         unknown = sorted(str(k) for k in set(d) - set(SPEC_KEYS))
@@ -222,7 +224,8 @@ class ModelSpec:
                 if isinstance(b, str):  # shorthand: "S", or "rc5-S"
                     b = _parse_branch_label(b)
                 if not isinstance(b, dict) or "pattern" not in b:
-                    raise SpecError(f"stage {si} branch {bi}: expected {{'pattern': ..., 'rc': ...}}")
+                    raise SpecError(f"stage {si} branch {bi}: expected "
+                                    "{'pattern': ..., 'rc': ...}")
                 unknown = sorted(str(k) for k in set(b) - {"pattern", "rc"})
                 if unknown:
                     raise SpecError(f"stage {si} branch {bi}: unknown keys {_short(unknown)}")
@@ -238,7 +241,7 @@ class ModelSpec:
                    stages=tuple(stages), extra=extra)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelSpec":
+    def from_json(cls, text: str) -> ModelSpec:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -246,7 +249,7 @@ class ModelSpec:
         return cls.from_dict(d)
 
     @classmethod
-    def from_toml(cls, path) -> "ModelSpec":
+    def from_toml(cls, path) -> ModelSpec:
         """Read the ``[model]`` table of a config file (training/configs/*.toml)."""
         path = Path(path)
         try:

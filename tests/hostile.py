@@ -91,8 +91,8 @@ def png_bytes(width: int, height: int, depth: int = 8, colour: int = 2,
     rows = rows if rows is not None else [b"\0"]
     raw = b"".join(b"\0" + r for r in rows)
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw))
-            + _png_chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+            + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
 
 
 def png_bomb(path, width: int, height: int) -> None:

@@ -79,7 +79,8 @@ def test_npy_header_claiming_1e12_entries(tmp_path):
     path = tmp_path / "huge.npz"
     write_zip(path, {"spec.json": json.dumps(SPEC).encode(),
                      "s1_b1_lut.npy": npy_bytes((10 ** 12,), data=b"\0" * 100)})
-    with pytest.raises(BundleError, match=r"s1_b1_lut.*shape \(1000000000000,\), expected \(625, 4\)"):
+    with pytest.raises(BundleError,
+                       match=r"s1_b1_lut.*shape \(1000000000000,\), expected \(625, 4\)"):
         load_bundle(path)
     write_zip(path, {"spec.json": json.dumps(SPEC).encode(),
                      "s1_b1_lut.npy": npy_bytes(LUT_SHAPE, data=b"\0" * 100)})
