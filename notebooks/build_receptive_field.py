@@ -25,8 +25,9 @@ price of replacing a network by table reads.  This notebook draws, for each fami
 pixels can change an *anchor* pixel's 4 x 4 output block:
 
 1. **theoretical**: derived from the `ModelSpec` alone
-   (`rclut_numba.analysis.theoretical_receptive_field`): per branch the union over the 4 rotations of the RC window + the pattern offsets, the union
-   over a stage's branches, the Minkowski sum over the cascaded stages;
+   (`rclut_numba.analysis.theoretical_receptive_field`): per branch the union over the 4
+   rotations of the RC window + the pattern offsets, the union over a stage's branches, the
+   Minkowski sum over the cascaded stages;
 2. **empirical**: single LR pixels perturbed through the deployed engine
    (`empirical_receptive_field`), colour = mean |change| of the anchor's block (pixel values);
 3. **gradient** (effective receptive field): |d (anchor block) / d input| of the PyTorch network
@@ -38,8 +39,10 @@ Then a visual comparison on scikit-image's public-domain astronaut.
 """),
     ("code", r"""
 import time
-T0 = time.perf_counter()
 
+T0 = time.perf_counter()   # the run time printed at the end includes the imports below
+"""),
+    ("code", r"""
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -90,11 +93,13 @@ Otherwise the family runs on **random tables** (`rfa.random_model`), which show 
     ("code", r"""
 import os
 
+
 def same_layout(a, b):
     return a.scale == b.scale and a.stages == b.stages
 
 MODELS, SOURCE = {}, {}
-bundles = sorted((ROOT / "rclut_numba" / "models").glob("*.npz")) + sorted((ROOT / "results").glob("*/*.npz"))
+bundles = (sorted((ROOT / "rclut_numba" / "models").glob("*.npz"))
+           + sorted((ROOT / "results").glob("*/*.npz")))
 candidates = bundles + [SHARED / "mulut" / "luts"]
 for name, spec in SPECS.items():
     for path in candidates:
@@ -156,6 +161,7 @@ not installed.
 GRADIENT, NET_SOURCE = {}, {}
 try:
     import torch
+
     from training.networks import LUTNet, load_mulut_npz
     from training.train import load_checkpoint, model_from_checkpoint
 except ImportError as e:
@@ -182,7 +188,7 @@ else:
         m = spec.margin
         side = 4 * m + 1                           # the centre anchor's field stays inside
         ys, xs = rng.integers(0, LR_Y.shape[0] - side, (2, 8))
-        crops = np.stack([LR_Y[y:y + side, x:x + side] for y, x in zip(ys, xs)])
+        crops = np.stack([LR_Y[y:y + side, x:x + side] for y, x in zip(ys, xs, strict=True)])
         x = torch.tensor(crops / 255.0, dtype=torch.float32)[:, None].requires_grad_(True)
         c, s = side // 2, spec.scale
         net(x)[:, :, s * c:s * c + s, s * c:s * c + s].sum().backward()
@@ -199,7 +205,7 @@ fig, axes = plt.subplots(len(SPECS), len(cols), figsize=(3.3 * len(cols), 3.2 * 
 for row, name in enumerate(SPECS):
     grid, m = THEORY[name]
     panels = [grid.astype(float), EMPIRICAL[name][0]] + ([GRADIENT[name]] if GRADIENT else [])
-    for col, (title, values) in enumerate(zip(cols, panels)):
+    for col, (title, values) in enumerate(zip(cols, panels, strict=True)):
         ax = axes[row, col]
         shown = np.ma.masked_equal(values, 0)            # outside the field: blank
         top = shown.max()
@@ -227,6 +233,7 @@ by construction: they are there to show the pipeline, not a result.
 """),
     ("code", r"""
 from matplotlib_inline.backend_inline import set_matplotlib_formats
+
 set_matplotlib_formats("jpeg", pil_kwargs={"quality": 90})   # photos: a fraction of PNG's size
 
 outputs = {"bicubic": upscale(LR, 4)}
@@ -236,7 +243,7 @@ if HR is not None:
     outputs["HR"] = HR
 crop = (slice(60, 220), slice(150, 310))                 # the face
 fig, axes = plt.subplots(1, len(outputs), figsize=(3.0 * len(outputs), 3.4))
-for ax, (title, img) in zip(axes, outputs.items()):
+for ax, (title, img) in zip(axes, outputs.items(), strict=True):
     ax.imshow(img[crop])
     score = "" if HR is None or title == "HR" else f"\n{psnr(img, HR, shave=4):.2f} dB"
     ax.set_title(title + score, fontsize=9)
