@@ -44,7 +44,7 @@ def _steps(model, opt, x, hr, naive_chunk):
     def naive():
         opt.zero_grad(set_to_none=True)
         n = x.shape[0]
-        for xs, hs in zip(x.split(naive_chunk), hr.split(naive_chunk)):
+        for xs, hs in zip(x.split(naive_chunk), hr.split(naive_chunk), strict=True):
             loss = F.mse_loss(naive_forward(model, xs) / 255.0, hs) * (xs.shape[0] / n)
             loss.backward()
         opt.step()

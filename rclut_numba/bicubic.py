@@ -147,7 +147,7 @@ def imresize(image, scale=None, output_shape=None) -> np.ndarray:
         if scale is None:
             scales = (out_shape[0] / in_shape[0], out_shape[1] / in_shape[1])
     else:
-        out_shape = tuple(int(math.ceil(s * n)) for s, n in zip(scales, in_shape))
+        out_shape = tuple(int(math.ceil(s * n)) for s, n in zip(scales, in_shape, strict=True))
 
     # MATLAB resizes the dimension with the smallest scale first (stable on ties: rows first).
     order = sorted(range(2), key=lambda d: scales[d])

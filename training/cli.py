@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="total steps (overrides [train] steps)")
     t.add_argument("--stop-after", type=int, help="stop after this step (schedule unchanged)")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    t.add_argument("--threads", type=int, help="CPU threads per process (default: cores / local processes)")
+    t.add_argument("--threads", type=int,
+                   help="CPU threads per process (default: cores / local processes)")
     t.add_argument("--val-data", help="validation set folder with HR/ (default: [train] val_data)")
     t.add_argument("--cache", help="LR cache folder (default: RUN/cache)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a [train] key (e.g. nf) of the config")
 
     x = sub.add_parser("transfer", help="sample a trained network into a LUT bundle")
-    x.add_argument("source", help="run folder (uses best.pt, else last.pt), a checkpoint, or MuLUT .npz weights")
+    x.add_argument("source", help="run folder (uses best.pt, else last.pt), a checkpoint, "
+                   "or MuLUT .npz weights")
     x.add_argument("-o", "--output", required=True, help="bundle to write (.npz)")
     x.add_argument("--config", help="config file (required with .npz weights)")
     x.add_argument("--checkpoint", choices=["best", "last"], default="best",
@@ -134,12 +136,19 @@ def _finetune(args) -> None:
 def _eval_network(args) -> None:
     import torch
 
-    from .config import ConfigError, load_config, parse_overrides
-    from .networks import load_mulut_npz
-    from .train import (TrainError, build_model, default_threads, load_checkpoint,
-                        model_from_checkpoint, resolve_device)
     from rclut_numba.evaluation import evaluate
     from rclut_numba.spec import ModelSpec
+
+    from .config import ConfigError, load_config, parse_overrides
+    from .networks import load_mulut_npz
+    from .train import (
+        TrainError,
+        build_model,
+        default_threads,
+        load_checkpoint,
+        model_from_checkpoint,
+        resolve_device,
+    )
 
     torch.set_num_threads(args.threads or default_threads())
     dev = resolve_device(args.device)

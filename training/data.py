@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -185,7 +185,8 @@ def synthetic_images(folder, n: int = 4, size: int = 96, seed: int = 0) -> list[
         for _ in range(3 if i % 2 == 0 else 1):
             f = rng.uniform(1, 6, size=2)
             ph = rng.uniform(0, 6.3, size=2)
-            v = 0.5 + 0.25 * np.sin(2 * np.pi * f[0] * xx + ph[0]) * np.cos(2 * np.pi * f[1] * yy + ph[1])
+            v = 0.5 + 0.25 * (np.sin(2 * np.pi * f[0] * xx + ph[0])
+                              * np.cos(2 * np.pi * f[1] * yy + ph[1]))
             v = v + 0.05 * rng.standard_normal((size, size))
             chans.append(np.clip(v * 255, 0, 255).astype(np.uint8))
         img = np.stack(chans, -1) if len(chans) == 3 else chans[0]

@@ -91,7 +91,7 @@ def load_checkpoint(path) -> dict:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise TrainError(f"checkpoint {path} does not exist") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+    except Exception as e:  # torch raises many types for a bad file
         raise TrainError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
     if not isinstance(ck, dict) or ck.get("format") != "rclut-train-checkpoint":
         raise TrainError(f"{path} is not a training checkpoint of this project")
@@ -116,7 +116,7 @@ def validate(model: LUTNet, val_dir, scale: int) -> tuple[float, float]:
         res = evaluate(model.upscale_uint8, val_dir, scale, out=lambda _line: None)
     finally:
         model.train(was)
-        for b, a in zip(model.blocks.values(), amp):
+        for b, a in zip(model.blocks.values(), amp, strict=True):
             b.amp_dtype = a
     return res["mean_psnr"], res["mean_ssim"]
 
@@ -325,7 +325,6 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
         atomic_torch_save(ckpt, path)
 
     losses: list[float] = []
-    per = cfg.batch_size // world
     end = total if stop_after is None else min(total, stop_after)
     bar = _Progress(start, total, cfg.log_every or 100, enabled=main and not quiet)
     logf = open(log_path, "a") if main else None
