@@ -16,8 +16,9 @@ import numpy as np
 
 from .bundle import BundleError, load_bundle, validate_arrays
 from .kernels.colour import ycbcr_planes_to_rgb
-from .kernels.lut_stage import lut_stage
-from .kernels.rc_window import level_table, rc_index_maps
+from .kernels.lut_stage import lut_stage_block, lut_stage_single
+from .kernels.planes import pad_planes
+from .kernels.rc_window import combined_tables, level_table, rc_stage_maps
 from .spec import PATTERN_OFFSETS, ModelSpec, array_key
 
 PATTERN_PAD = 2  # the largest pattern offset (D, Y); maps are padded this much on every side
@@ -82,69 +83,99 @@ def window_offsets(n: int) -> np.ndarray:
 
 
 class _StagePlan:
-    """Everything a stage kernel needs that does not depend on the image."""
+    """Everything a stage kernel needs that does not depend on the image.
+
+    Map 0 of the stage's input maps is its input; RC branch j (widest window first) under
+    rotation r writes map ``1 + 4 j + r``.  All maps are edge-padded by ``pad``.
+    """
 
     def __init__(self, spec: ModelSpec, si: int, arrays: dict[str, np.ndarray]):
         stage = spec.stages[si]
         nb = len(stage.branches)
-        last = si == len(spec.stages) - 1
-        self.out_scale = spec.scale if last else 1
+        self.last = si == len(spec.stages) - 1
+        self.out_scale = spec.scale if self.last else 1
         self.divisor, self.bias = spec.stage_rescale(si)
-        self.offsets = np.zeros((nb, 4, 4, 2), np.int64)
+        rc_branches = sorted((bi for bi, br in enumerate(stage.branches) if br.rc),
+                             key=lambda bi: -stage.branches[bi].rc)
+        rc_slot = {bi: j for j, bi in enumerate(rc_branches)}
+        self.n_maps = 1 + 4 * len(rc_branches)
+        self.pad = max([PATTERN_PAD] + [stage.branches[bi].rc // 2 for bi in rc_branches])
+        self.reads = np.zeros((nb, 4, 4, 3), np.int64)  # (map, dy, dx) per branch, rotation, input
         self.n_inputs = np.zeros(nb, np.int64)
         self.row_start = np.zeros(nb, np.int64)
-        self.map_index = np.zeros((nb, 4), np.int64)
-        self.rc = []  # (window offsets, half window, table, level look-up, its base)
         luts = []
         row = 0
-        n_maps = 1
         for bi, br in enumerate(stage.branches):
-            key = array_key(si, bi)
             pattern = PATTERN_OFFSETS[br.pattern]
             self.n_inputs[bi] = len(pattern)
             for r in range(4):
-                for t, (dy, dx) in enumerate(pattern):
-                    self.offsets[bi, r, t] = rotate_offset(dy, dx, r)
+                m = 1 + 4 * rc_slot[bi] + r if br.rc else 0
+                for t in range(4):
+                    dy, dx = rotate_offset(*pattern[min(t, len(pattern) - 1)], r)
+                    self.reads[bi, r, t] = (m, dy, dx)
             self.row_start[bi] = row
-            lut = arrays[f"{key}_lut"]
+            lut = arrays[f"{array_key(si, bi)}_lut"]
             luts.append(lut)
             row += lut.shape[0]
-            if br.rc:
-                self.map_index[bi] = np.arange(n_maps, n_maps + 4)
-                n_maps += 4
-                table = np.ascontiguousarray(arrays[f"{key}_rc_table"])
-                levels, base = level_table(table, arrays[f"{key}_rc_thresholds"])
-                self.rc.append((window_offsets(br.rc), br.rc // 2, table, levels, base))
-        self.n_maps = n_maps
-        self.tables = np.ascontiguousarray(np.concatenate(luts, axis=0))
-        self.perm = block_permutation(self.out_scale)
+        lut = np.concatenate(luts, axis=0)
+        if self.last:
+            # one copy of the tables per rotation, columns placed where they land in the block
+            k = self.out_scale ** 2
+            perm = block_permutation(self.out_scale)
+            self.tables = np.zeros((4, lut.shape[0], -(-k // 16) * 16), np.int8)
+            for r in range(4):
+                self.tables[r][:, perm[r]] = lut
+        else:
+            self.tables = np.ascontiguousarray(lut[:, 0])
+        self.rc = None
+        if rc_branches:
+            keys = [array_key(si, bi) for bi in rc_branches]
+            tables = [np.ascontiguousarray(arrays[f"{key}_rc_table"]) for key in keys]
+            steps = [level_table(t, arrays[f"{key}_rc_thresholds"]) for t, key in zip(tables, keys)]
+            offs, lanes, start, combined = combined_tables(
+                tables, [window_offsets(stage.branches[bi].rc) for bi in rc_branches])
+            levels = np.concatenate([lv for lv, _ in steps])
+            lengths = np.array([len(lv) for lv, _ in steps], np.int64)
+            self.rc = (offs, lanes, start, combined, levels,
+                       np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths,
+                       np.array([b for _, b in steps], np.int64),
+                       np.arange(1, self.n_maps, dtype=np.int64))
         self.interval = spec.interval
         self.levels = spec.levels
         self.name = f"stage{si + 1}"
 
-    def run(self, plane: np.ndarray) -> np.ndarray:
-        h, w = plane.shape
-        p = PATTERN_PAD
+    def new_maps(self, n_planes: int, h: int, w: int) -> np.ndarray:
+        return np.empty((n_planes, self.n_maps, h + 2 * self.pad, w + 2 * self.pad), np.uint8)
+
+    def run(self, maps: np.ndarray, out: np.ndarray, out_pad: int = 0) -> None:
+        """Stage input ``maps`` (map 0 filled, padding included) -> ``out``: the next stage's
+        maps (map 0 filled) or, for the last stage, the (planes, H*s, W*s) output."""
+        p = self.pad
         t = time.perf_counter()
-        maps = np.empty((self.n_maps, h + 2 * p, w + 2 * p), np.uint8)
-        maps[0] = np.pad(plane, p, mode="edge")
-        t = _lap("copies", t)
-        m = 1
-        for offsets, c, table, levels, base in self.rc:
-            rc_out = np.empty((4, h, w), np.uint8)
-            padded = np.pad(plane, c, mode="edge")
-            t = _lap("copies", t)
-            rc_index_maps(padded, offsets, table, levels, base, rc_out)
+        if self.rc is not None:
+            rc_stage_maps(maps, p, *self.rc)
             t = _lap("rc", t)
-            for r in range(4):
-                maps[m + r] = np.pad(rc_out[r], p, mode="edge")
-            m += 4
+            _fill_edge_rows(maps, p, 1, self.n_maps)
             t = _lap("copies", t)
-        out = np.empty((h * self.out_scale, w * self.out_scale), np.uint8)
-        lut_stage(maps, self.map_index, self.offsets, self.n_inputs, self.row_start, self.tables,
-                  self.perm, self.interval, self.levels, self.bias, self.divisor, p, out)
+        if self.last:
+            lut_stage_block(maps, p, self.reads, self.n_inputs, self.row_start, self.tables,
+                            self.interval, self.levels, self.divisor, self.out_scale, out)
+        else:
+            lut_stage_single(maps, p, self.reads, self.n_inputs, self.row_start, self.tables,
+                             self.interval, self.levels, self.bias, self.divisor, out, out_pad)
+            t = _lap(self.name, t)
+            _fill_edge_rows(out, out_pad, 0, 1)
+            _lap("copies", t)
+            return
         _lap(self.name, t)
-        return out
+
+
+def _fill_edge_rows(maps: np.ndarray, pad: int, first: int, stop: int) -> None:
+    """Edge-replicate the top and bottom ``pad`` rows of maps ``first:stop``."""
+    if pad:
+        h = maps.shape[2]
+        maps[:, first:stop, :pad] = maps[:, first:stop, pad:pad + 1]
+        maps[:, first:stop, h - pad:] = maps[:, first:stop, h - pad - 1:h - pad]
 
 
 def check_threads(n: int | None) -> int | None:
@@ -185,19 +216,34 @@ class LutModel:
         return f"LutModel({self.spec.describe()}, from {self.source})"
 
     # ---- planes --------------------------------------------------------------------------
-    def _upscale_plane_untiled(self, plane: np.ndarray) -> np.ndarray:
-        x = plane
-        for plan in self._plans:
-            x = plan.run(x)
-        return x
+    def _upscale_untiled(self, image: np.ndarray, out: np.ndarray) -> None:
+        """(H, W, C) uint8 -> ``out`` (H*s, W*s, C), any strides: all channels in each launch."""
+        h, w, n = image.shape
+        t = time.perf_counter()
+        maps = self._plans[0].new_maps(n, h, w)
+        pad_planes(image, maps, self._plans[0].pad)
+        t = _lap("copies", t)
+        for plan, after in zip(self._plans, self._plans[1:] + [None]):
+            if after is None:
+                plan.run(maps, out.transpose(2, 0, 1))
+            else:
+                t = time.perf_counter()
+                nxt = after.new_maps(n, h, w)
+                _lap("copies", t)
+                plan.run(maps, nxt, after.pad)
+                maps = nxt
 
-    def upscale_plane(self, plane: np.ndarray, tile: int | None = DEFAULT_TILE) -> np.ndarray:
-        """One uint8 channel (H, W) -> (H*scale, W*scale), in tiles of ``tile`` LR pixels."""
-        h, w = plane.shape
-        if tile is None or (h <= tile and w <= tile):
-            return self._upscale_plane_untiled(plane)
+    def upscale_channels(self, image: np.ndarray, tile: int | None = DEFAULT_TILE,
+                         out: np.ndarray | None = None) -> np.ndarray:
+        """Independent uint8 channels (H, W, C) -> (H*scale, W*scale, C), in tiles of ``tile``
+        LR pixels; written into ``out`` (any strides) when given."""
+        h, w, n = image.shape
         s, m = self.scale, self.spec.margin
-        out = np.empty((h * s, w * s), np.uint8)
+        if out is None:
+            out = np.empty((h * s, w * s, n), np.uint8)
+        if tile is None or (h <= tile and w <= tile):
+            self._upscale_untiled(image, out)
+            return out
         for y0 in range(0, h, tile):
             y1 = min(h, y0 + tile)
             for x0 in range(0, w, tile):
@@ -206,14 +252,18 @@ class LutModel:
                 # replication then matches the untiled run exactly)
                 cy0, cy1, cx0, cx1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
                 t = time.perf_counter()
-                crop = np.ascontiguousarray(plane[cy0:cy1, cx0:cx1])
+                sr = np.empty(((cy1 - cy0) * s, (cx1 - cx0) * s, n), np.uint8)
                 _lap("copies", t)
-                sr = self._upscale_plane_untiled(crop)
+                self._upscale_untiled(image[cy0:cy1, cx0:cx1], sr)
                 t = time.perf_counter()
                 oy, ox = (y0 - cy0) * s, (x0 - cx0) * s
                 out[y0 * s:y1 * s, x0 * s:x1 * s] = sr[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
                 _lap("copies", t)
         return out
+
+    def upscale_plane(self, plane: np.ndarray, tile: int | None = DEFAULT_TILE) -> np.ndarray:
+        """One uint8 channel (H, W) -> (H*scale, W*scale), in tiles of ``tile`` LR pixels."""
+        return self.upscale_channels(plane[:, :, None], tile)[:, :, 0]
 
     # ---- images --------------------------------------------------------------------------
     def upscale(self, image: np.ndarray, threads: int | None = None, luma_only: bool = False,
@@ -225,26 +275,20 @@ class LutModel:
         with _threads(threads):
             if image.ndim == 2:
                 return self.upscale_plane(image, tile)
-            rgb, alpha = image[..., :3], image[..., 3] if image.shape[2] == 4 else None
+            h, w, n = image.shape
+            s = self.scale
+            out = np.empty((h * s, w * s, n), np.uint8)
             if luma_only:
-                rgb_out = self._upscale_luma_only(rgb, tile)
+                self._upscale_luma_only(image[..., :3], tile, out[..., :3])
             else:
-                planes = []
-                for c in range(3):
-                    t = time.perf_counter()
-                    plane = np.ascontiguousarray(rgb[..., c])
-                    _lap("copies", t)
-                    planes.append(self.upscale_plane(plane, tile))
-                t = time.perf_counter()
-                rgb_out = np.stack(planes, axis=-1)
-                _lap("copies", t)
-            if alpha is None:
-                return rgb_out
-            from .bicubic import upscale as bicubic_upscale
-            # alpha is a coverage mask, not texture: smooth bicubic is the honest upscale
-            return np.concatenate([rgb_out, bicubic_upscale(alpha, self.scale)[..., None]], axis=-1)
+                self.upscale_channels(image[..., :3], tile, out[..., :3])
+            if n == 4:
+                from .bicubic import upscale as bicubic_upscale
+                # alpha is a coverage mask, not texture: smooth bicubic is the honest upscale
+                out[..., 3] = bicubic_upscale(image[..., 3], s)
+            return out
 
-    def _upscale_luma_only(self, rgb: np.ndarray, tile) -> np.ndarray:
+    def _upscale_luma_only(self, rgb: np.ndarray, tile, out: np.ndarray) -> None:
         from .bicubic import upscale as bicubic_upscale
         from .imaging import YCC_INVERSE, YCC_OFFSET, rgb_to_ycbcr
         t = time.perf_counter()
@@ -254,10 +298,8 @@ class LutModel:
         y_up = self.upscale_plane(y, tile)
         t = time.perf_counter()
         chroma_up = np.ascontiguousarray(bicubic_upscale(ycc[..., 1:], self.scale))
-        out = np.empty(y_up.shape + (3,), np.uint8)
         ycbcr_planes_to_rgb(y_up, chroma_up, YCC_INVERSE, YCC_OFFSET, out)
         _lap("colour", t)
-        return out
 
 
 def _check_image(image) -> np.ndarray:
