@@ -50,7 +50,8 @@ def natural_image(width: int, height: int) -> np.ndarray:
     try:
         from skimage import data
     except ImportError:
-        sys.exit("bench_engine: needs scikit-image for its CC0 test photo (pip install scikit-image)")
+        sys.exit("bench_engine: needs scikit-image for its CC0 test photo "
+                 "(pip install scikit-image)")
     photo = data.coffee()  # 400 x 600
     crop_h = round(photo.shape[1] * 9 / 16)
     top = (photo.shape[0] - crop_h) // 2
@@ -96,8 +97,10 @@ def count_child(model_path: str | None, count: int) -> None:
 def instructions_per_pixel(model_path: str | None) -> float | None:
     """(Ir of 3 upscales - Ir of 1) / 2 / LR pixels, from two callgrind runs."""
     env = dict(os.environ, NUMBA_CPU_NAME="x86-64-v3", NUMBA_CPU_FEATURES="")
-    base = [sys.executable, __file__, "--count-child"] + (["--model", model_path] if model_path else [])
-    subprocess.run(base + ["--count", "0"], env=env, check=True)  # compile/cache the v3 build natively
+    base = [sys.executable, __file__, "--count-child"]
+    base += ["--model", model_path] if model_path else []
+    # compile and cache the v3 build natively
+    subprocess.run(base + ["--count", "0"], env=env, check=True)
     counts = []
     for n in (1, 3):
         r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + base
@@ -114,10 +117,11 @@ def instructions_per_pixel(model_path: str | None) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", default=None,
-                    help="model to time (repeatable; default: the published MuLUT LUTs in ../shared "
-                         "and the embedded RC-LUT)")
+                    help="model to time (repeatable; default: the published MuLUT LUTs in "
+                         "../shared and the embedded RC-LUT)")
     ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--callgrind", action="store_true", help="also count instructions with valgrind")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count instructions with valgrind")
     ap.add_argument("--no-rss", action="store_true", help="skip the 4K peak-memory runs")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--count-child", action="store_true", help=argparse.SUPPRESS)
@@ -140,9 +144,12 @@ def main() -> None:
     for mi, model in enumerate(models):
         for luma in (False, True):
             for threads in (1, 2):
-                label = f"{short_name(model)} {'luma-only' if luma else 'RGB'}, {threads} thread{'s' * (threads > 1)}"
-                cases.append((label, mi, lambda m=model, t=threads, y=luma: m.upscale(image, threads=t, luma_only=y)))
-    cases.append(("Pillow bicubic (anchor)", None, lambda: pil.resize((LR[0] * s, LR[1] * s), Image.BICUBIC)))
+                kind = "luma-only" if luma else "RGB"
+                label = f"{short_name(model)} {kind}, {threads} thread{'s' * (threads > 1)}"
+                cases.append((label, mi, lambda m=model, t=threads, y=luma:
+                              m.upscale(image, threads=t, luma_only=y)))
+    cases.append(("Pillow bicubic (anchor)", None,
+                  lambda: pil.resize((LR[0] * s, LR[1] * s), Image.BICUBIC)))
 
     for _, _, fn in cases:  # compile, warm caches
         fn()
@@ -159,33 +166,37 @@ def main() -> None:
     med = {label: 1000 * float(np.median(v)) for label, v in times.items()}
     anchor = med["Pillow bicubic (anchor)"]
 
-    for path, model in zip(paths, models):
+    for model in models:
         print(f"model: {model.source} ({model.spec.describe()})")
-    print(f"input: coffee (CC0), {LR[0]}x{LR[1]} RGB -> {LR[0] * s}x{LR[1] * s}; median of {args.repeat} "
-          f"interleaved runs; section times are medians of each section (ms)")
+    print(f"input: coffee (CC0), {LR[0]}x{LR[1]} RGB -> {LR[0] * s}x{LR[1] * s}; median of "
+          f"{args.repeat} interleaved runs; section times are medians of each section (ms)")
     head = " ".join(f"{SECTION_NAMES[k]:>8s}" for k in SECTIONS)
     print(f"{'':32s} {'ms':>7s} {'x Pillow':>8s}   {head}")
     for label, mi, _ in cases:
         parts = " ".join(f"{1000 * float(np.median(sections[label][k])):8.1f}" for k in SECTIONS)
-        print(f"{label:32s} {med[label]:7.1f} {med[label] / anchor:8.2f}   {parts if mi is not None else ''}")
+        shown = parts if mi is not None else ""
+        print(f"{label:32s} {med[label]:7.1f} {med[label] / anchor:8.2f}   {shown}")
 
     if args.callgrind:
-        print(f"instructions per LR pixel (callgrind, 1 thread, RGB = 3 channels, x86-64-v3 build):")
-        for path, model in zip(paths + ["pillow"], models + [None]):
+        print("instructions per LR pixel (callgrind, 1 thread, RGB = 3 channels, x86-64-v3 "
+              "build):")
+        for path, model in zip(paths + ["pillow"], models + [None], strict=True):
             n = instructions_per_pixel(path)
             name = "Pillow bicubic" if model is None else f"{short_name(model)} RGB"
             print(f"  {name:30s} {n:10.0f}" if n is not None else f"  {name:30s} n/a")
 
     if not args.no_rss:
-        for path, model in zip(paths, models):
+        for path, model in zip(paths, models, strict=True):
             child = subprocess.run([sys.executable, __file__, "--rss-child"]
-                                   + (["--model", path] if path else []), capture_output=True, text=True)
+                                   + (["--model", path] if path else []),
+                                   capture_output=True, text=True)
             if child.returncode != 0:
-                sys.exit(f"bench_engine: the memory run failed: {child.stderr.strip().splitlines()[-1:]}")
+                last = child.stderr.strip().splitlines()[-1:]
+                sys.exit(f"bench_engine: the memory run failed: {last}")
             r = json.loads(child.stdout.strip().splitlines()[-1])
             print(f"{short_name(model)} 960x540 -> {r['shape'][1]}x{r['shape'][0]} RGB: peak RSS "
-                  f"{r['peak_mb']:.0f} MB ({r['before_mb']:.0f} MB before the upscale: interpreter, "
-                  f"numba, model), {r['seconds']:.2f} s")
+                  f"{r['peak_mb']:.0f} MB ({r['before_mb']:.0f} MB before the upscale: "
+                  f"interpreter, numba, model), {r['seconds']:.2f} s")
 
 
 if __name__ == "__main__":

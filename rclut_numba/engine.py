@@ -59,7 +59,7 @@ def rotate_offset(dy: int, dx: int, r: int) -> tuple[int, int]:
 
 
 def block_permutation(scale: int) -> np.ndarray:
-    """perm[r, k]: where output-block entry k (row-major, rotated frame) lands in the image frame."""
+    """perm[r, k]: where output-block entry k (row-major, rotated frame) lands in image frame."""
     perm = np.empty((4, scale * scale), np.int64)
     for r in range(4):
         for ky in range(scale):
@@ -72,7 +72,7 @@ def block_permutation(scale: int) -> np.ndarray:
 
 
 def window_offsets(n: int) -> np.ndarray:
-    """(4, n*n, 2) RC window offsets per rotation; row p = n*i + j is offset (i - n//2, j - n//2)."""
+    """(4, n*n, 2) RC window offsets per rotation; row p = n*i + j is at (i - n//2, j - n//2)."""
     c = n // 2
     out = np.empty((4, n * n, 2), np.int64)
     for r in range(4):
@@ -131,7 +131,8 @@ class _StagePlan:
         if rc_branches:
             keys = [array_key(si, bi) for bi in rc_branches]
             tables = [np.ascontiguousarray(arrays[f"{key}_rc_table"]) for key in keys]
-            steps = [level_table(t, arrays[f"{key}_rc_thresholds"]) for t, key in zip(tables, keys)]
+            steps = [level_table(t, arrays[f"{key}_rc_thresholds"])
+                     for t, key in zip(tables, keys, strict=True)]
             offs, lanes, start, combined = combined_tables(
                 tables, [window_offsets(stage.branches[bi].rc) for bi in rc_branches])
             levels = np.concatenate([lv for lv, _ in steps])
@@ -223,7 +224,7 @@ class LutModel:
         maps = self._plans[0].new_maps(n, h, w)
         pad_planes(image, maps, self._plans[0].pad)
         t = _lap("copies", t)
-        for plan, after in zip(self._plans, self._plans[1:] + [None]):
+        for plan, after in zip(self._plans, self._plans[1:] + [None], strict=True):
             if after is None:
                 plan.run(maps, out.transpose(2, 0, 1))
             else:

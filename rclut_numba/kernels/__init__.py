@@ -1,4 +1,4 @@
-"""numba kernels: they compute and trust their inputs; ``rclut_numba.engine`` validates and converts.
+"""numba kernels: they compute and trust their inputs; ``rclut_numba.engine`` validates, converts.
 
 Compile options are decided once, in :mod:`rclut_numba.kernels.options`.
 """

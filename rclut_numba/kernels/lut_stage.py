@@ -42,7 +42,7 @@ def _add_weighted_rows(typingctx, acc, i, table, j0, j1, j2, j3, j4, w0, w1, w2,
         zeros = ir.Constant(ir.VectorType(i32, CHUNK), [0] * CHUNK)
         pa = builder.bitcast(builder.gep(a.data, [args[1]]), wide.as_pointer())
         total = builder.load(pa, align=4)
-        for j, w in zip(args[3:8], args[8:13]):
+        for j, w in zip(args[3:8], args[8:13], strict=True):
             row = builder.load(builder.bitcast(builder.gep(t.data, [j]), narrow.as_pointer()),
                                align=1)
             splat = builder.shuffle_vector(

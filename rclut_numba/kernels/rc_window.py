@@ -31,7 +31,8 @@ def _add_widened(typingctx, acc, i, src, j):
         narrow = ir.VectorType(ir.IntType(16), CHUNK)
         pa = builder.bitcast(builder.gep(a.data, [args[1]]), wide.as_pointer())
         ps = builder.bitcast(builder.gep(s.data, [args[3]]), narrow.as_pointer())
-        total = builder.add(builder.load(pa, align=4), builder.sext(builder.load(ps, align=2), wide))
+        total = builder.add(builder.load(pa, align=4),
+                            builder.sext(builder.load(ps, align=2), wide))
         builder.store(total, pa, align=4)
         return context.get_dummy_value()
 
