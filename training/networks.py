@@ -125,7 +125,7 @@ class RCModule(nn.Module):
 
 
 class Block(nn.Module):
-    """One branch: [RC module] -> pattern pixels -> conv1 + ReLU -> dense 1x1 conv2..5 -> conv6 -> tanh.
+    """One branch: [RC] -> pattern pixels -> conv1 + ReLU -> dense 1x1 conv2..5 -> conv6 -> tanh.
 
     ``conv1`` is stored as a linear map over the pattern pixels in the spec's order (a, b, c, d)
     (S: the 2x2 kernel in row-major order, D: the same with dilation 2, Y: the four Y pixels),
@@ -197,7 +197,7 @@ class Block(nn.Module):
         return z
 
     def patterns(self, v: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, H, W)`` -> ``(B*H*W, n_in)``: the pattern pixels of every anchor, edge-padded."""
+        """``(B, 1, H, W)`` -> ``(B*H*W, n_in)``: every anchor's pattern pixels, edge-padded."""
         b, _, h, w = v.shape
         vp = F.pad(v, (0, self.pad, 0, self.pad), mode="replicate") if self.pad else v
         taps = [vp[:, 0, dy:dy + h, dx:dx + w] for dy, dx in self.offsets]
@@ -369,7 +369,8 @@ def load_mulut_npz(model: LUTNet, path) -> None:
                     raise WeightsError(f"{path}: {key} has shape {a.shape}, expected "
                                        f"{want} (nf={model.nf})")
                 with torch.no_grad():
-                    target.copy_(torch.from_numpy(np.ascontiguousarray(a, np.float32)).reshape(want))
+                    weights = torch.from_numpy(np.ascontiguousarray(a, np.float32))
+                    target.copy_(weights.reshape(want))
                 used.add(key)
     unused = sorted(set(arrays) - used)
     if unused:
