@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from .bundle import BundleError, load_bundle, validate_arrays
-from .kernels.colour import ycbcr_planes_to_rgb
+from .kernels.colour import upscale_chroma_to_rgb
 from .kernels.lut_stage import lut_stage_block, lut_stage_single
 from .kernels.planes import pad_planes
 from .kernels.rc_window import combined_tables, level_table, rc_stage_maps
@@ -290,16 +290,21 @@ class LutModel:
             return out
 
     def _upscale_luma_only(self, rgb: np.ndarray, tile, out: np.ndarray) -> None:
-        from .bicubic import upscale as bicubic_upscale
+        from .bicubic import _contributions
         from .imaging import YCC_INVERSE, YCC_OFFSET, rgb_to_ycbcr
         t = time.perf_counter()
         ycc = rgb_to_ycbcr(rgb)
         y = np.clip(np.rint(ycc[..., 0]), 0, 255).astype(np.uint8)
+        chroma = np.ascontiguousarray(np.moveaxis(ycc[..., 1:], -1, 0))
         _lap("colour", t)
         y_up = self.upscale_plane(y, tile)
         t = time.perf_counter()
-        chroma_up = np.ascontiguousarray(bicubic_upscale(ycc[..., 1:], self.scale))
-        ycbcr_planes_to_rgb(y_up, chroma_up, YCC_INVERSE, YCC_OFFSET, out)
+        (h, w), s = y.shape, self.scale
+        rw, ri = _contributions(h, h * s, float(s))  # imresize(., s): rows first, then columns
+        cw, ci = _contributions(w, w * s, float(s))
+        upscale_chroma_to_rgb(y_up, chroma, np.ascontiguousarray(rw), np.ascontiguousarray(ri),
+                              np.ascontiguousarray(cw), np.ascontiguousarray(ci), YCC_INVERSE,
+                              YCC_OFFSET, out)
         _lap("colour", t)
 
 

@@ -1,4 +1,4 @@
-"""Fused colour kernel for luma-only upscaling: (Y, Cb, Cr) planes -> uint8 RGB in one pass."""
+"""Fused colour kernels for luma-only upscaling: LUT-upscaled Y plus bicubic chroma -> RGB."""
 import numpy as np
 from numba import prange
 
@@ -20,6 +20,51 @@ def ycbcr_planes_to_rgb(y, chroma, inverse, offset, out):
             a = np.float64(y[i, j]) - offset[0]
             b = chroma[i, j, 0] - offset[1]
             c = chroma[i, j, 1] - offset[2]
+            for k in range(3):
+                v = inverse[k, 0] * a + inverse[k, 1] * b + inverse[k, 2] * c
+                v = min(max(v, 0.0), 255.0)
+                out[i, j, k] = np.uint8(np.floor(v + 0.5))
+
+
+@parallel_jit
+def upscale_chroma_to_rgb(y, chroma, row_weights, row_index, col_weights, col_index, inverse,
+                          offset, out):
+    """Bicubic-upscale (Cb, Cr) and convert with the upscaled Y to RGB, a row at a time.
+
+    The same float64 operations in the same order as ``rclut_numba.bicubic.imresize`` (rows
+    first, then columns; each sum from zero in tap order) followed by
+    :func:`ycbcr_planes_to_rgb`, so the result equals theirs exactly, without the full-size
+    float64 chroma planes in between.
+
+    y:           (H*s, W*s) uint8, the LUT-upscaled luma
+    chroma:      (2, H, W) float64, Cb and Cr at low resolution
+    row_weights, row_index: (H*s, P) float64 / int64, the vertical pass (``imresize``'s weights)
+    col_weights, col_index: (W*s, Q) float64 / int64, the horizontal pass
+    out:         (H*s, W*s, 3) uint8, any strides
+    """
+    height, width = y.shape
+    lr_w = chroma.shape[2]
+    taps_r = row_weights.shape[1]
+    taps_c = col_weights.shape[1]
+    for i in prange(height):
+        tmp = np.zeros((2, lr_w), np.float64)
+        for k in range(taps_r):
+            w = row_weights[i, k]
+            src = row_index[i, k]
+            for ch in range(2):
+                for x in range(lr_w):
+                    tmp[ch, x] += w * chroma[ch, src, x]
+        for j in range(width):
+            b = 0.0
+            c = 0.0
+            for k in range(taps_c):
+                w = col_weights[j, k]
+                src = col_index[j, k]
+                b += w * tmp[0, src]
+                c += w * tmp[1, src]
+            a = np.float64(y[i, j]) - offset[0]
+            b = b - offset[1]
+            c = c - offset[2]
             for k in range(3):
                 v = inverse[k, 0] * a + inverse[k, 1] * b + inverse[k, 2] * c
                 v = min(max(v, 0.0), 255.0)
