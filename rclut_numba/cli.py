@@ -176,16 +176,18 @@ class Warmup:
 
     MESSAGE = "compiling the numba kernels (first run only; later runs load them from the cache)"
 
-    def __init__(self, model, threads, luma_only: bool, console: Console):
-        self.model, self.threads, self.luma_only, self.console = model, threads, luma_only, console
+    def __init__(self, model, luma_only: bool, console: Console):
+        self.model, self.luma_only, self.console = model, luma_only, console
         self.done: set[tuple[int, ...]] = set()
 
     def __call__(self, image: np.ndarray) -> None:
         key = image.shape[2:]
+        if key == (3,) and not self.luma_only:
+            key = ()  # RGB runs the gray kernels plane by plane: one gray plane warms them
         if key in self.done:
             return
         self.done.add(key)
-        tiny = np.zeros((8, 8) + image.shape[2:], np.uint8)
+        tiny = np.zeros((8, 8) + key, np.uint8)
         before = _cache_misses()
         finished = threading.Event()
         announced = threading.Event()
@@ -201,7 +203,8 @@ class Warmup:
         t0 = time.perf_counter()
         watcher.start()
         try:
-            self.model.upscale(tiny, threads=self.threads, luma_only=self.luma_only)
+            # one thread: waking a pool for 64 pixels costs more than it saves on a busy machine
+            self.model.upscale(tiny, threads=1, luma_only=self.luma_only)
         finally:
             finished.set()
             watcher.join()
@@ -305,7 +308,7 @@ def cmd_upscale(args) -> int:
     items, failed, n_inputs = _plan_upscale(args, console)
     if items:
         model = _load(args.model)
-        warmup = Warmup(model, threads, args.luma_only, console)
+        warmup = Warmup(model, args.luma_only, console)
         console.step(0, "", total=len(items))
         for i, (src, dst) in enumerate(items):
             console.step(i, src.name)
@@ -374,7 +377,7 @@ def cmd_eval(args) -> int:
     threads = _threads(args.threads)
     model = _load(args.model)
     console = Console(tolerate_closed_stdout=False)
-    warmup = Warmup(model, threads, args.luma_only, console)
+    warmup = Warmup(model, args.luma_only, console)
 
     def upscale(lr):
         warmup(lr)
@@ -412,7 +415,7 @@ def cmd_bench(args) -> int:
     base = 128 + 60 * np.sin(xx / 9.0)[..., None] * np.cos(yy / 13.0)[..., None]
     image = np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
     del yy, xx, base
-    Warmup(model, threads, args.luma_only, Console())(image)
+    Warmup(model, args.luma_only, Console())(image)
     model.upscale(image, threads=threads, luma_only=args.luma_only)  # warm caches
     times = []
     for _ in range(args.repeat):

@@ -266,10 +266,15 @@ def test_kernels_warmed_before_the_timed_upscale(tmp_path, small_model, images, 
     monkeypatch.setattr(LutModel, "upscale", recording)
     out = tmp_path / "out"
     out.mkdir()
-    args = [str(images / n) for n in ("rgb.png", "gray.png", "rgba.png", "rgb.png")]
-    assert main(["upscale", *args[:3], "--out-dir", str(out), "--model", str(small_model)]) == 0
-    # one tiny warm-up per layout, each before the first image of that layout
-    assert calls == [(8, 8, 3), (9, 7, 3), (8, 8), (5, 6), (8, 8, 4), (4, 4, 4)]
+    args = [str(images / n) for n in ("rgb.png", "gray.png", "rgba.png")]
+    assert main(["upscale", *args, "--out-dir", str(out), "--model", str(small_model)]) == 0
+    # one tiny warm-up per set of kernels (gray and RGB share theirs), before the first image
+    # that needs it
+    assert calls == [(8, 8), (9, 7, 3), (5, 6), (8, 8, 4), (4, 4, 4)]
+    calls.clear()
+    assert main(["upscale", args[0], "--out-dir", str(out), "--model", str(small_model),
+                 "--luma-only", "--force"]) == 0
+    assert calls == [(8, 8, 3), (9, 7, 3)]  # luma-only RGB has kernels of its own
 
 
 class FakeTerminal(io.StringIO):
