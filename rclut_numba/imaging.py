@@ -406,8 +406,8 @@ def check_output(path, force: bool = False, channels: int | None = None) -> None
 def write_image(path, array, force: bool = False) -> None:
     """Write a ``uint8`` HxW, HxWx3 or HxWx4 array to ``path`` atomically.
 
-    The format comes from the extension (see ``WRITE_FORMATS``): JPEG is written at quality
-    95, WebP lossless, and JPEG and BMP cannot hold alpha. An existing file is replaced only
+    The format comes from the extension (see ``WRITE_FORMATS``): PNG is written at zlib level
+    1 (fast), JPEG at quality 95, WebP lossless, and JPEG and BMP cannot hold alpha. An existing file is replaced only
     when ``force`` is true. The image is encoded into a temporary file beside the target and
     moved into place with :func:`os.replace`; on any failure the temporary file is removed.
     """
@@ -427,8 +427,10 @@ def write_image(path, array, force: bool = False) -> None:
     ext = path.suffix.lower()
 
     # JPEG at 95 rather than Pillow's 75; WebP lossless (its lossy default would blur SR output)
-    # and exact (keep RGB under fully transparent pixels).
-    kwargs = {"JPEG": {"quality": 95}, "WebP": {"lossless": True, "exact": True}}.get(fmt, {})
+    # and exact (keep RGB under fully transparent pixels); PNG at zlib level 1, OpenCV's default
+    # (Real-ESRGAN's writer): 4x faster than Pillow's 6 for files about 13 % larger.
+    kwargs = {"JPEG": {"quality": 95}, "WebP": {"lossless": True, "exact": True},
+              "PNG": {"compress_level": 1}}.get(fmt, {})
     try:
         with atomic_write(path) as fh:
             iio.imwrite(fh, np.ascontiguousarray(array), plugin="pillow", extension=ext, **kwargs)
