@@ -155,9 +155,9 @@ def _packed_members(spec, arrays):
 @pytest.mark.parametrize("damage, message", [
     (lambda m: m.pop("s1_b1_rc_shifts"), "missing array 's1_b1_rc_shifts'"),
     (lambda m: m.update(s1_b1_rc_codes=m["s1_b1_rc_codes"].astype(np.int16)),
-     r"s1_b1_rc_codes' must be int8 of shape \(8, 256\), got int16"),
+     r"s1_b1_rc_codes' has dtype int16, expected int8"),
     (lambda m: m.update(s1_b2_rc_centre=m["s1_b2_rc_centre"][:255]),
-     "s1_b2_rc_centre' must be int16"),
+     r"s1_b2_rc_centre' has shape \(255,\), expected \(256,\)"),
     (lambda m: m.update(s1_b3_rc_shifts=np.full(48, 9, np.uint8)), "shift 9 exceeds 8"),
     (lambda m: m.update(s2_b1_rc_table=np.zeros((9, 256), np.int16)), "both packed and unpacked"),
 ])
