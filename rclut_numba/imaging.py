@@ -407,9 +407,10 @@ def write_image(path, array, force: bool = False) -> None:
     """Write a ``uint8`` HxW, HxWx3 or HxWx4 array to ``path`` atomically.
 
     The format comes from the extension (see ``WRITE_FORMATS``): PNG is written at zlib level
-    1 (fast), JPEG at quality 95, WebP lossless, and JPEG and BMP cannot hold alpha. An existing file is replaced only
-    when ``force`` is true. The image is encoded into a temporary file beside the target and
-    moved into place with :func:`os.replace`; on any failure the temporary file is removed.
+    1 (fast), JPEG at quality 95, WebP lossless, and JPEG and BMP cannot hold alpha. An
+    existing file is replaced only when ``force`` is true. The image is encoded into a temporary
+    file beside the target and moved into place with :func:`os.replace`; on any failure the
+    temporary file is removed.
     """
     path = Path(path)
     fmt, _ = _write_format(path)
