@@ -33,12 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rclut_numba import engine, load_model
+from rclut_numba.bicubic import imresize
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from rclut_numba import engine, load_model  # noqa: E402
-from rclut_numba.bicubic import imresize  # noqa: E402
-
 SHARED_MULUT = ROOT.parent / "shared" / "mulut" / "luts"
 SECTIONS = ("rc", "stage1", "stage2", "copies", "colour")
 SECTION_NAMES = {"rc": "RC win", "stage1": "LUT 1", "stage2": "LUT 2", "copies": "pad/copy",
@@ -86,10 +84,14 @@ def count_child(model_path: str | None, count: int) -> None:
     if model_path == "pillow":
         from PIL import Image
         pil = Image.fromarray(image)
-        run = lambda: pil.resize((LR[0] * 4, LR[1] * 4), Image.BICUBIC)  # noqa: E731
+
+        def run():
+            return pil.resize((LR[0] * 4, LR[1] * 4), Image.BICUBIC)
     else:
         model = load_model(model_path)
-        run = lambda: model.upscale(image, threads=1)  # noqa: E731
+
+        def run():
+            return model.upscale(image, threads=1)
     for _ in range(1 + count):
         run()
 

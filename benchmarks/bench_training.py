@@ -24,20 +24,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from rclut_numba.spec import ModelSpec
+from training.naive import naive_forward
+from training.networks import LUTNet
+from training.train import default_threads
 
-from rclut_numba.spec import ModelSpec  # noqa: E402
-from training.naive import naive_forward  # noqa: E402
-from training.networks import LUTNet  # noqa: E402
-from training.train import default_threads  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _steps(model, opt, x, hr, naive_chunk):
