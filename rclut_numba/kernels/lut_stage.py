@@ -62,48 +62,108 @@ def _row_chunks(n_rows, n_threads):
 
 
 @serial_jit
-def _simplex_row(flat, a, b, c, d, width, shift, mask, st0, st1, st2, base_row, idx, wts):
-    """Vertices ``idx[0..4, x]`` and weights ``wts[0..4, x]`` of a row of 4-simplex look-ups.
+def _simplex_row(flat, a, b, c, d, width, shift, mask, st0, st1, st2, base_row, row_scale, idx,
+                 wts):
+    """Vertices ``idx[0..4, x]`` (table rows times ``row_scale``: where they start in a flat
+    table) and weights ``wts[0..4, x]`` of a row of 4-simplex look-ups.
 
     The pixel x reads ``flat[a + x]``, ``flat[b + x]``, ``flat[c + x]``, ``flat[d + x]``.
     Dimensions are walked by decreasing fraction: each key packs (fraction, stride), so the
     min/max sorting network moves both together; ties in the fraction give zero weight to the
-    vertex between them, so their order does not matter.
+    vertex between them, so their order does not matter.  Everything is int32 (LLVM then works
+    on 16 pixels per 512-bit vector) and indices are unsigned (no negative-index wraparound).
     """
-    interval = mask + 1
+    shift = np.int32(shift)
+    mask = np.int32(mask)
+    interval = mask + np.int32(1)
+    st0 = np.int32(st0)
+    st1 = np.int32(st1)
+    st2 = np.int32(st2)
+    one = np.int32(1)
+    base = np.int32(base_row)
+    scale = np.int32(row_scale)
+    key_shift = np.int32(KEY_SHIFT)
+    key_mask = np.int32(KEY_MASK)
+    a = np.uintp(a)
+    b = np.uintp(b)
+    c = np.uintp(c)
+    d = np.uintp(d)
+    i0s = idx[0]
+    i1s = idx[1]
+    i2s = idx[2]
+    i3s = idx[3]
+    i4s = idx[4]
+    w0s = wts[0]
+    w1s = wts[1]
+    w2s = wts[2]
+    w3s = wts[3]
+    w4s = wts[4]
     for x in range(width):
-        va = np.int32(flat[a + x])
-        vb = np.int32(flat[b + x])
-        vc = np.int32(flat[c + x])
-        vd = np.int32(flat[d + x])
-        i0 = (np.int32(base_row) + (va >> shift) * np.int32(st0) + (vb >> shift) * np.int32(st1)
-              + (vc >> shift) * np.int32(st2) + (vd >> shift))
-        ka = ((va & mask) << KEY_SHIFT) | np.int32(st0)
-        kb = ((vb & mask) << KEY_SHIFT) | np.int32(st1)
-        kc = ((vc & mask) << KEY_SHIFT) | np.int32(st2)
-        kd = ((vd & mask) << KEY_SHIFT) | np.int32(1)
+        ux = np.uintp(x)
+        i32 = np.int32  # numba widens int32 arithmetic to int64: narrow every result back
+        va = i32(flat[a + ux])
+        vb = i32(flat[b + ux])
+        vc = i32(flat[c + ux])
+        vd = i32(flat[d + ux])
+        i0 = i32(base + i32(va >> shift) * st0 + i32(vb >> shift) * st1
+                 + i32(vc >> shift) * st2 + i32(vd >> shift))
+        ka = i32(i32(i32(va & mask) << key_shift) | st0)
+        kb = i32(i32(i32(vb & mask) << key_shift) | st1)
+        kc = i32(i32(i32(vc & mask) << key_shift) | st2)
+        kd = i32(i32(i32(vd & mask) << key_shift) | one)
         ka, kb = max(ka, kb), min(ka, kb)
         kc, kd = max(kc, kd), min(kc, kd)
         ka, kc = max(ka, kc), min(ka, kc)
         kb, kd = max(kb, kd), min(kb, kd)
         kb, kc = max(kb, kc), min(kb, kc)
-        fa = ka >> KEY_SHIFT
-        fb = kb >> KEY_SHIFT
-        fc = kc >> KEY_SHIFT
-        fd = kd >> KEY_SHIFT
-        i1 = i0 + (ka & KEY_MASK)
-        i2 = i1 + (kb & KEY_MASK)
-        i3 = i2 + (kc & KEY_MASK)
-        idx[0, x] = i0
-        idx[1, x] = i1
-        idx[2, x] = i2
-        idx[3, x] = i3
-        idx[4, x] = i3 + (kd & KEY_MASK)
-        wts[0, x] = interval - fa
-        wts[1, x] = fa - fb
-        wts[2, x] = fb - fc
-        wts[3, x] = fc - fd
-        wts[4, x] = fd
+        fa = i32(ka >> key_shift)
+        fb = i32(kb >> key_shift)
+        fc = i32(kc >> key_shift)
+        fd = i32(kd >> key_shift)
+        i1 = i32(i0 + i32(ka & key_mask))
+        i2 = i32(i1 + i32(kb & key_mask))
+        i3 = i32(i2 + i32(kc & key_mask))
+        i0s[ux] = i0 * scale
+        i1s[ux] = i1 * scale
+        i2s[ux] = i2 * scale
+        i3s[ux] = i3 * scale
+        i4s[ux] = i32(i3 + i32(kd & key_mask)) * scale
+        w0s[ux] = interval - fa
+        w1s[ux] = fa - fb
+        w2s[ux] = fb - fc
+        w3s[ux] = fc - fd
+        w4s[ux] = fd
+
+
+@serial_jit
+def _gather_single_row(acc, table, idx, wts, width):
+    """``acc[x] += sum_v wts[v, x] * table[idx[v, x]]`` for a row of pixels."""
+    i32 = np.int32
+    for x in range(width):
+        acc[x] = i32(acc[x] + wts[0, x] * i32(table[np.uintp(idx[0, x])])
+                     + wts[1, x] * i32(table[np.uintp(idx[1, x])])
+                     + wts[2, x] * i32(table[np.uintp(idx[2, x])])
+                     + wts[3, x] * i32(table[np.uintp(idx[3, x])])
+                     + wts[4, x] * i32(table[np.uintp(idx[4, x])]))
+
+
+@serial_jit
+def _gather_block_row(acc, table, base, idx, wts, width, n_out):
+    """``acc[x] += sum_v wts[v, x] * table[base + idx[v, x]:][:n_out]`` for a row of pixels."""
+    for x in range(width):
+        j0 = base + np.intp(idx[0, x])
+        j1 = base + np.intp(idx[1, x])
+        j2 = base + np.intp(idx[2, x])
+        j3 = base + np.intp(idx[3, x])
+        j4 = base + np.intp(idx[4, x])
+        w0 = wts[0, x]
+        w1 = wts[1, x]
+        w2 = wts[2, x]
+        w3 = wts[3, x]
+        w4 = wts[4, x]
+        for k0 in range(0, n_out, CHUNK):
+            _add_weighted_rows(acc, x * n_out + k0, table, j0 + k0, j1 + k0, j2 + k0, j3 + k0,
+                               j4 + k0, w0, w1, w2, w3, w4)
 
 
 @serial_jit
@@ -170,13 +230,8 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
                             acc[x] += np.int32(interval) * np.int32(table[base_row + flat[a0 + x]])
                         continue
                     _simplex_row(flat, lin[b, r, 0], lin[b, r, 1], lin[b, r, 2], lin[b, r, 3],
-                                 width, shift, mask, st0, st1, st2, base_row, idx, wts)
-                    for x in range(width):
-                        acc[x] += (wts[0, x] * np.int32(table[idx[0, x]])
-                                   + wts[1, x] * np.int32(table[idx[1, x]])
-                                   + wts[2, x] * np.int32(table[idx[2, x]])
-                                   + wts[3, x] * np.int32(table[idx[3, x]])
-                                   + wts[4, x] * np.int32(table[idx[4, x]]))
+                                 width, shift, mask, st0, st1, st2, base_row, 1, idx, wts)
+                    _gather_single_row(acc, table, idx, wts, width)
             dst = out[plane, 0, out_pad + y]
             for x in range(width):
                 q = np.rint((np.float64(acc[x]) + offset) / den)
@@ -237,17 +292,8 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
                                                    np.int32(0), np.int32(0))
                         continue
                     _simplex_row(flat, lin[b, r, 0], lin[b, r, 1], lin[b, r, 2], lin[b, r, 3],
-                                 width, shift, mask, st0, st1, st2, base_row, idx, wts)
-                    for x in range(width):
-                        j0 = (r0 + np.intp(idx[0, x])) * n_out
-                        j1 = (r0 + np.intp(idx[1, x])) * n_out
-                        j2 = (r0 + np.intp(idx[2, x])) * n_out
-                        j3 = (r0 + np.intp(idx[3, x])) * n_out
-                        j4 = (r0 + np.intp(idx[4, x])) * n_out
-                        for k0 in range(0, n_out, CHUNK):
-                            _add_weighted_rows(flat_acc, x * n_out + k0, flat_tables, j0 + k0,
-                                               j1 + k0, j2 + k0, j3 + k0, j4 + k0, wts[0, x],
-                                               wts[1, x], wts[2, x], wts[3, x], wts[4, x])
+                                 width, shift, mask, st0, st1, st2, base_row, n_out, idx, wts)
+                    _gather_block_row(flat_acc, flat_tables, r0 * n_out, idx, wts, width, n_out)
             for x in range(width):
                 for j in range(n_out):
                     v = np.rint(np.float64(acc[x, j]) / den)

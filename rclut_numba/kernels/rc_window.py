@@ -128,6 +128,11 @@ def rc_stage_maps(maps, pad, offsets, lanes, start, combined, levels, level_star
                 x0 = np.uintp(pad + offsets[o, 1])
                 n_l = np.uintp(lanes[o])
                 s0 = np.uintp(start[o])
+                if n_l == CHUNK and n_acc == CHUNK:  # up to 4 RC branches: one add per pixel
+                    for x in range(width):
+                        t = s0 + np.uintp(src[x0 + np.uintp(x)]) * np.uintp(CHUNK)
+                        _add_widened(flat_acc, x * CHUNK, combined, t)
+                    continue
                 for x in range(width):
                     t = s0 + np.uintp(src[x0 + np.uintp(x)]) * n_l
                     for l0 in range(0, n_l, CHUNK):
