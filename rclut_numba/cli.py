@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     model_help = "bundle .npz, MuLUT LUT folder or SR-LUT .npy (default: the embedded model)"
     pixels_help = (f"refuse images of more pixels than this, from their header (default "
-                   f"{DEFAULT_MAX_PIXELS}, 8.4 Mpixel; 'none' for no limit)")
+                   f"{DEFAULT_MAX_PIXELS}, 4.2 Mpixel; 'none' for no limit)")
 
     u = sub.add_parser("upscale", help="upscale images",
                        description="Upscale image files, or every image in a folder.")

@@ -116,9 +116,10 @@ def _check_jpeg_complete(data: bytes, path) -> None:
 
 
 # Images are refused above this many pixels, from their header, before anything is decoded.
-# 2**23 = 8.4 Mpixel: a 4K UHD frame (3840 x 2160) fits. Upscaled x4 it is 133 Mpixel, 400 MB
-# as RGB, so input, output and encoder stay around 1 GB: comfortable on a small machine.
-DEFAULT_MAX_PIXELS = 2 ** 23
+# 2**22 = 4.2 Mpixel (2048 x 2048; 1080p and 1440p frames fit). Upscaled x4 that is 67 Mpixel,
+# 200 MB as RGB; a whole `rclut upscale` of a 2048 x 2048 RGB PNG peaks at 660 MB (input,
+# output, Pillow's copy for the encoder): comfortable on a small machine.
+DEFAULT_MAX_PIXELS = 2 ** 22
 LIMIT_HINT = "raise the limit with --max-pixels (max_pixels= in the Python API)"
 
 

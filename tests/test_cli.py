@@ -321,7 +321,7 @@ def test_version(capsys):
 @pytest.mark.parametrize("args, msg", [
     (["bench", "--repeat", "0"], "--repeat must be at least 1, got 0"),
     (["bench", "--size", "30000x30000"], "--size 30000x30000 is 30000x30000 (900.0 Mpixel), more "
-                                         "than the limit of 8.4 Mpixel; raise the limit with "
+                                         "than the limit of 4.2 Mpixel; raise the limit with "
                                          "--max-pixels"),
     (["bench", "--size", "0x5"], "must be positive"),
 ])

@@ -230,7 +230,7 @@ def test_png_header_claiming_100000_squared(tmp_path):
     path = tmp_path / "huge.png"
     path.write_bytes(png_bytes(100_000, 100_000))
     with pytest.raises(ImageError, match=r"image is 100000x100000 \(10000.0 Mpixel\), more than "
-                                         r"the limit of 8.4 Mpixel; raise the limit with "
+                                         r"the limit of 4.2 Mpixel; raise the limit with "
                                          r"--max-pixels") as e:
         read_image(path)
     one_line(str(e.value))
