@@ -232,7 +232,7 @@ def _read_bundle(zf: zipfile.ZipFile, where: str) -> tuple[ModelSpec, dict[str, 
         limit = MAX_NPY_HEADER_BYTES + _nbytes(shape, dtype)
         if info.file_size > limit:
             raise BundleError(f"{where}: {member!r} declares {_mb(info.file_size)}, more than "
-                              f"{_mb(limit)} for a {dtype} array of shape {shape} "
+                              f"the {_mb(limit)} that shape {shape} ({dtype}) needs "
                               f"(spec '{spec.name}')")
         members.append((info, name, shape, dtype))
     arrays = {}
