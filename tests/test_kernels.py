@@ -40,10 +40,16 @@ def add_widened_py(acc, i, src, j):
     acc[_span(acc, i, n)] += src[_span(src, j, n)].astype(np.int32)
 
 
+def add_widened4_py(acc, i, src, j0, j1, j2, j3):
+    for j in (j0, j1, j2, j3):
+        add_widened_py(acc, i, src, j)
+
+
 def _patch_python_helpers(mp):
     """Make every kernel helper plain Python (inside a ``monkeypatch.context()``)."""
     mp.setattr(lut_stage, "_add_weighted_rows", add_weighted_rows_py)
     mp.setattr(rc_window, "_add_widened", add_widened_py)
+    mp.setattr(rc_window, "_add_widened4", add_widened4_py)
     for module in (lut_stage, rc_window, planes, colour):
         for name in dir(module):
             helper = getattr(module, name)

@@ -39,6 +39,28 @@ def _add_widened(typingctx, acc, i, src, j):
     return sig, codegen
 
 
+@intrinsic
+def _add_widened4(typingctx, acc, i, src, j0, j1, j2, j3):
+    """``acc[i:i + 16] += src[j0:j0 + 16] + ... + src[j3:j3 + 16]`` (int32 += int16): four window
+    offsets per load and store of the accumulator.  The caller guarantees the bounds."""
+    sig = types.void(acc, types.intp, src, types.intp, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        s = context.make_array(signature.args[2])(context, builder, args[2])
+        wide = ir.VectorType(ir.IntType(32), CHUNK)
+        narrow = ir.VectorType(ir.IntType(16), CHUNK)
+        pa = builder.bitcast(builder.gep(a.data, [args[1]]), wide.as_pointer())
+        rows = [builder.sext(builder.load(builder.bitcast(builder.gep(s.data, [j]),
+                                                          narrow.as_pointer()), align=2), wide)
+                for j in args[3:7]]
+        total = builder.add(builder.add(rows[0], rows[1]), builder.add(rows[2], rows[3]))
+        builder.store(builder.add(builder.load(pa, align=4), total), pa, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def level_table(table: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, int]:
     """The 8-bit step as a direct look-up: ``(levels, base)`` with
     ``levels[clip(total - base, 0, len - 1)] == #{k : thresholds[k] <= total}`` for every total a
@@ -122,17 +144,34 @@ def rc_stage_maps(maps, pad, offsets, lanes, start, combined, levels, level_star
             plane = row // height
             y = row - plane * height
             acc[:, :] = 0
-            for o in range(n_off):
+            # up to 4 RC branches: every offset feeds one 16-lane chunk; four offsets at a time
+            n4 = n_off - n_off % 4 if n_acc == CHUNK else 0
+            for o in range(0, n4, 4):
                 # unsigned indices: no negative-index wraparound in the loops below
+                sa = maps[plane, 0, pad + y + offsets[o, 0]]
+                sb = maps[plane, 0, pad + y + offsets[o + 1, 0]]
+                sc = maps[plane, 0, pad + y + offsets[o + 2, 0]]
+                sd = maps[plane, 0, pad + y + offsets[o + 3, 0]]
+                xa = np.uintp(pad + offsets[o, 1])
+                xb = np.uintp(pad + offsets[o + 1, 1])
+                xc = np.uintp(pad + offsets[o + 2, 1])
+                xd = np.uintp(pad + offsets[o + 3, 1])
+                ta = np.uintp(start[o])
+                tb = np.uintp(start[o + 1])
+                tc = np.uintp(start[o + 2])
+                td = np.uintp(start[o + 3])
+                n_c = np.uintp(CHUNK)
+                for x in range(width):
+                    ux = np.uintp(x)
+                    _add_widened4(flat_acc, x * CHUNK, combined, ta + np.uintp(sa[xa + ux]) * n_c,
+                                  tb + np.uintp(sb[xb + ux]) * n_c,
+                                  tc + np.uintp(sc[xc + ux]) * n_c,
+                                  td + np.uintp(sd[xd + ux]) * n_c)
+            for o in range(n4, n_off):
                 src = maps[plane, 0, pad + y + offsets[o, 0]]
                 x0 = np.uintp(pad + offsets[o, 1])
                 n_l = np.uintp(lanes[o])
                 s0 = np.uintp(start[o])
-                if n_l == CHUNK and n_acc == CHUNK:  # up to 4 RC branches: one add per pixel
-                    for x in range(width):
-                        t = s0 + np.uintp(src[x0 + np.uintp(x)]) * np.uintp(CHUNK)
-                        _add_widened(flat_acc, x * CHUNK, combined, t)
-                    continue
                 for x in range(width):
                     t = s0 + np.uintp(src[x0 + np.uintp(x)]) * n_l
                     for l0 in range(0, n_l, CHUNK):
