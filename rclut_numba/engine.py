@@ -16,7 +16,7 @@ import numpy as np
 
 from .bundle import BundleError, load_bundle, validate_arrays
 from .kernels.colour import upscale_chroma_to_rgb
-from .kernels.lut_stage import lut_stage_block, lut_stage_single
+from .kernels.lut_stage import division_type, lut_stage_block, lut_stage_single
 from .kernels.planes import pad_planes
 from .kernels.rc_window import combined_tables, level_table, rc_stage_maps
 from .spec import PATTERN_OFFSETS, ModelSpec, array_key
@@ -143,6 +143,7 @@ class _StagePlan:
                        np.arange(1, self.n_maps, dtype=np.int64))
         self.interval = spec.interval
         self.levels = spec.levels
+        self.den = division_type(self.divisor)
         self.name = f"stage{si + 1}"
 
     def new_maps(self, n_planes: int, h: int, w: int) -> np.ndarray:
@@ -160,10 +161,10 @@ class _StagePlan:
             t = _lap("copies", t)
         if self.last:
             lut_stage_block(maps, p, self.reads, self.n_inputs, self.row_start, self.tables,
-                            self.interval, self.levels, self.divisor, self.out_scale, out)
+                            self.interval, self.levels, self.den, self.out_scale, out)
         else:
             lut_stage_single(maps, p, self.reads, self.n_inputs, self.row_start, self.tables,
-                             self.interval, self.levels, self.bias, self.divisor, out, out_pad)
+                             self.interval, self.levels, self.bias, self.den, out, out_pad)
             t = _lap(self.name, t)
             _fill_edge_rows(out, out_pad, 0, 1)
             _lap("copies", t)

@@ -170,3 +170,34 @@ def test_fused_chroma_kernel_equals_imresize_then_conversion(shape, scale, monke
 
     got, got_py = _compiled_and_python(monkeypatch, colour.upscale_chroma_to_rgb, args, -1)
     assert np.array_equal(got, expected) and np.array_equal(got_py, expected)
+
+
+@pytest.mark.parametrize("divisor", [1, 3, 48, 192, 1536, 8191, 2 ** 14 - 1, 2 ** 14, 40000])
+def test_division_in_the_chosen_float_type_rounds_half_to_even_exactly(divisor):
+    # Every stage sum n with |n / divisor| <= 512 (a stage's reach), around every half-integer
+    # and at random: rint(real(n) / real(divisor)) is round-half-even of the exact quotient.
+    den = lut_stage.division_type(divisor)
+    assert isinstance(den, np.float32) == (divisor < 2 ** 14)
+    rng = np.random.default_rng(divisor)
+    halves = (2 * np.arange(-512, 512) + 1) * divisor  # 2n = (2k + 1) * divisor: ties
+    n = np.concatenate([halves // 2 + d for d in (-1, 0, 1)]
+                       + [rng.integers(-512 * divisor, 512 * divisor + 1, 200_000)])
+    q, r = np.divmod(n, divisor)
+    exact = q + ((2 * r > divisor) | ((2 * r == divisor) & (q % 2 == 1)))
+    real = type(den)
+    assert np.array_equal(np.rint(n.astype(real) / real(divisor)).astype(np.int64), exact)
+
+
+@pytest.mark.parametrize("real", [np.float32, np.float64])
+def test_block_kernel_in_either_float_type(real):
+    # Both builds of the division agree (the engine picks float64 only for huge divisors).
+    spec = ModelSpec("m", 2, (Stage((Branch("S"), Branch("1"))),), interval=64)
+    model = LutModel(spec, random_arrays(spec, 4))
+    plan = model._plans[0]
+    image = np.random.default_rng(5).integers(0, 256, (9, 10, 1), dtype=np.uint8)
+    maps = plan.new_maps(1, 9, 10)
+    planes.pad_planes(image, maps, plan.pad)
+    out = np.zeros((1, 18, 20), np.uint8)
+    lut_stage.lut_stage_block(maps, plan.pad, plan.reads, plan.n_inputs, plan.row_start,
+                              plan.tables, plan.interval, plan.levels, real(plan.divisor), 2, out)
+    assert np.array_equal(out[0], model.upscale_plane(image[..., 0], tile=None))

@@ -55,6 +55,18 @@ def _add_weighted_rows(typingctx, acc, i, table, j0, j1, j2, j3, j4, w0, w1, w2,
     return sig, codegen
 
 
+def division_type(divisor: int):
+    """The float type in which ``rint(n / divisor)`` is exactly round-half-even of n / divisor
+    for every stage sum n (|n / divisor| <= 512): float32 for divisors below 2**14, else float64.
+
+    n / divisor lies exactly on a half-integer or at least 1 / (2 divisor) away from one, and a
+    correctly rounded quotient moves by at most half a unit in the last place (2**-15 for
+    float32 below 512, 2**-44 for float64): less than 1 / (2 divisor), so ``rint`` (ties to
+    even) rounds the quotient as it would the exact value.  n itself is exact (|n| < 2**23).
+    """
+    return np.float32(divisor) if divisor < 2 ** 14 else np.float64(divisor)
+
+
 @serial_jit
 def _row_chunks(n_rows, n_threads):
     """How many row chunks a parallel loop over ``n_rows`` rows is cut into."""
@@ -200,7 +212,9 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
     table:     (rows,) int8, all branch LUTs stacked
     out:       (planes, M', H + 2*out_pad, W + 2*out_pad) uint8; writes map 0's rows
                ``out_pad .. out_pad + H`` in full (the left and right padding included)
-    value:     ``round_half_even(clip(acc / divisor + bias, 0, 255))``
+    value:     ``round_half_even(clip(acc / divisor + bias, 0, 255))``, computed as
+               ``rint(real(acc + bias * divisor) / divisor)`` in the float type of ``divisor``
+               (see :func:`division_type`)
     """
     n_planes, n_maps, padded_h, padded_w = maps.shape
     height = padded_h - 2 * pad
@@ -210,8 +224,11 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
     flat = maps.reshape(maps.size)
     n_rows = n_planes * height
     n_chunks = _row_chunks(n_rows, 8)
-    offset = np.float64(bias * divisor)
-    den = np.float64(divisor)
+    offset = np.int32(bias * divisor)
+    den = divisor
+    real = type(den)
+    zero = real(0)
+    top = real(255)
     for chunk in prange(n_chunks):
         idx = np.empty((5, width), np.int32)
         wts = np.empty((5, width), np.int32)
@@ -234,8 +251,8 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
                     _gather_single_row(acc, table, idx, wts, width)
             dst = out[plane, 0, out_pad + y]
             for x in range(width):
-                q = np.rint((np.float64(acc[x]) + offset) / den)
-                dst[out_pad + x] = np.uint8(min(max(q, 0.0), 255.0))
+                q = np.rint(real(acc[x] + offset) / den)
+                dst[out_pad + x] = np.uint8(min(max(q, zero), top))
             for x in range(out_pad):
                 dst[x] = dst[out_pad]
                 dst[out_pad + width + x] = dst[out_pad + width - 1]
@@ -251,7 +268,8 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
                s * s); ``tables[r, :, j]`` holds the column that lands on block entry j
                (row-major, image frame) under rotation r
     out:       (planes, H * s, W * s) uint8, any strides (an interleaved RGB image's planes)
-    value:     ``round_half_even(clip(acc / divisor, 0, 255))``
+    value:     ``round_half_even(clip(acc / divisor, 0, 255))``, as ``rint(real(acc) / divisor)``
+               in the float type of ``divisor`` (see :func:`division_type`)
     """
     n_planes, n_maps, padded_h, padded_w = maps.shape
     height = padded_h - 2 * pad
@@ -262,7 +280,10 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
     flat = maps.reshape(maps.size)
     n_rows = n_planes * height
     n_chunks = _row_chunks(n_rows, 8)
-    den = np.float64(divisor)
+    den = divisor
+    real = type(den)
+    zero = real(0)
+    top = real(255)
     n_rows_table = tables.shape[1]
     flat_tables = tables.reshape(tables.size)
     for chunk in prange(n_chunks):
@@ -271,6 +292,7 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
         acc = np.empty((width, n_out), np.int32)
         flat_acc = acc.reshape(width * n_out)
         q = np.empty((width, n_out), np.uint8)
+        flat_q = q.reshape(width * n_out)
         for row in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
             plane = row // height
             y = row - plane * height
@@ -294,10 +316,9 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
                     _simplex_row(flat, lin[b, r, 0], lin[b, r, 1], lin[b, r, 2], lin[b, r, 3],
                                  width, shift, mask, st0, st1, st2, base_row, n_out, idx, wts)
                     _gather_block_row(flat_acc, flat_tables, r0 * n_out, idx, wts, width, n_out)
-            for x in range(width):
-                for j in range(n_out):
-                    v = np.rint(np.float64(acc[x, j]) / den)
-                    q[x, j] = np.uint8(min(max(v, 0.0), 255.0))
+            for i in range(width * n_out):  # one long loop: LLVM vectorises it
+                v = np.rint(real(flat_acc[i]) / den)
+                flat_q[i] = np.uint8(min(max(v, zero), top))
             dst = out[plane]
             for ky in range(scale):
                 drow = dst[y * scale + ky]
