@@ -183,19 +183,25 @@ def test_ddp_two_processes_gloo_match_one_process(data_dir, tmp_path):
     assert two == pytest.approx(one, rel=1e-3)        # averaged gradients: same updates
 
 
-def test_bf16_autocast_option_trains_and_stays_close(data_dir, cache_dir, tmp_path):
+@pytest.mark.parametrize("setting", ['precision="bf16"', 'precision="bf16-autocast"',
+                                     'amp="bf16"', 'precision="float32"'])
+def test_precisions_train_and_stay_close(setting, data_dir, cache_dir, tmp_path):
     from rclut_numba.spec import mulut_sdy_x2
+    from training.config import TrainConfig
     from training.networks import LUTNet
 
     losses = train(ROOT / "training" / "configs" / "rc_srlut.toml", [data_dir], tmp_path / "r",
-                   steps=2, device="cpu", overrides=_overrides(['amp="bf16"']),
+                   steps=2, device="cpu", overrides=_overrides([setting]),
                    cache_dir=cache_dir, quiet=True)
     assert len(losses) == 2
+    key, value = setting.split("=")
+    precision = TrainConfig(**{key: value.strip('"')}).training_precision
     torch.manual_seed(0)
     model = LUTNet(mulut_sdy_x2(), nf=8)
     x = torch.randint(0, 256, (2, 1, 12, 12), generator=torch.Generator().manual_seed(0)) / 255.0
     ref = model(x)
-    model.set_amp(torch.bfloat16)
+    model.set_precision(precision)
     low = model(x)
     assert low.dtype == torch.float32 and torch.equal(low, low.round())
-    assert (low - ref).abs().mean() < 2.0  # bf16 matmuls: small, not bit-exact, differences
+    # bf16 matmuls: small, not bit-exact, differences; float32 is the reference itself
+    assert (low - ref).abs().mean() < (2.0 if precision != "float32" else 1e-12)

@@ -186,7 +186,15 @@ def _train_cmd(args) -> None:
           threads=args.threads, val_data=args.val_data, cache_dir=args.cache, quiet=args.quiet)
 
 
+# Commands whose speed depends on the allocator (see training/allocator.py).
+_HEAVY_COMMANDS = ("train", "finetune", "pipeline")
+
+
 def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] in _HEAVY_COMMANDS:
+        from .allocator import reexec_with_jemalloc
+
+        reexec_with_jemalloc("training.cli", sys.argv[1:])
     args = _parser().parse_args(argv)
     # Errors a user can fix get one line; anything else is a bug and keeps its traceback.
     from rclut_numba.bundle import BundleError

@@ -24,7 +24,12 @@ import torch.nn.functional as F
 
 from rclut_numba.spec import PATTERN_OFFSETS, Branch, ModelSpec, array_key
 
-__all__ = ["Block", "LUTNet", "RCModule", "WeightsError", "load_mulut_npz", "round_ste"]
+from .config import PRECISIONS
+from .dense_mlp import dense_mlp_bf16
+
+__all__ = ["PRECISIONS", "Block", "LUTNet", "RCModule", "WeightsError", "load_mulut_npz",
+           "round_ste"]
+
 
 
 class WeightsError(ValueError):
@@ -139,7 +144,7 @@ class Block(nn.Module):
                  rc_channels: int | None = None, max_rows: int = 16384):
         super().__init__()
         self.max_rows = max_rows
-        self.amp_dtype = None  # e.g. torch.bfloat16: run the MLP matmuls under autocast
+        self.precision = "float32"  # one of PRECISIONS; LUTNet.set_precision sets all blocks
         self.branch = branch
         self.pattern = branch.pattern
         self.offsets = PATTERN_OFFSETS[branch.pattern]
@@ -166,14 +171,17 @@ class Block(nn.Module):
         return (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5, self.conv6)
 
     # -- the MLP on pattern vectors ---------------------------------------------------------
-    def mlp(self, p: torch.Tensor) -> torch.Tensor:
+    def mlp(self, p: torch.Tensor, precision: str | None = None) -> torch.Tensor:
         """``(M, n_in)`` pattern vectors (pixel / 255) -> ``(M, n_outputs)`` tanh outputs."""
-        if self.amp_dtype is None:
+        # tanh, the x127 rounding and the integer sums stay in float32 in every precision:
+        # bf16 cannot even hold the stage sums exactly.
+        precision = precision or self.precision
+        if precision == "float32":
             return torch.tanh(self._mlp_linear(p))
-        with torch.autocast(p.device.type, dtype=self.amp_dtype):
+        if precision == "bf16":
+            return torch.tanh(dense_mlp_bf16(p, self.layers()))
+        with torch.autocast(p.device.type, dtype=torch.bfloat16):
             z = self._mlp_linear(p)
-        # tanh, the x127 rounding and the integer sums stay in float32: bf16 cannot even hold
-        # the stage sums exactly.
         return torch.tanh(z.float())
 
     def _mlp_linear(self, p: torch.Tensor) -> torch.Tensor:
@@ -182,7 +190,7 @@ class Block(nn.Module):
         # In-place accumulation and ReLU save one large allocation per op (addmm's backward
         # needs only its inputs, ReLU's only its output); about 15% per step on CPU.  Under
         # autocast in-place ops are not cast, so the bf16 path stays out of place.
-        inplace = self.amp_dtype is None
+        inplace = self.precision == "float32"
         feats = [torch.relu_(F.linear(p, self.conv1.weight, self.conv1.bias))]
         later = (self.conv2, self.conv3, self.conv4, self.conv5, self.conv6)
         z = None
@@ -213,13 +221,16 @@ class Block(nn.Module):
         in value and carries exactly the per-pixel gradient.
         """
         grid = torch.arange(256, dtype=v.dtype, device=v.device).div_(255.0).unsqueeze(1)
-        table = self.mlp(grid)                                   # (256, n_out)
+        # 256 rows cost nothing: the 1-D tables train in float32 whatever the precision (and
+        # forward-mode AD needs the plain ops)
+        precision = "float32" if self.precision == "bf16" else None
+        table = self.mlp(grid, precision)                        # (256, n_out)
         idx = torch.round(v.reshape(-1) * 255.0).long().clamp_(0, 255)
         out = table[idx]
         if torch.is_grad_enabled() and v.requires_grad:
             with torch.no_grad(), fwAD.dual_level():
                 dual = fwAD.make_dual(grid, torch.ones_like(grid))
-                slope = fwAD.unpack_dual(self.mlp(dual)).tangent  # dT/dv, (256, n_out)
+                slope = fwAD.unpack_dual(self.mlp(dual, precision)).tangent  # dT/dv
             out = out + (v.reshape(-1, 1) - v.detach().reshape(-1, 1)) * slope[idx]
         return out
 
@@ -231,7 +242,7 @@ class Block(nn.Module):
         """
         b, _, h, w = x.shape
         per = max(1, self.max_rows // (h * w))
-        if b > per:
+        if b > per and self.precision != "bf16":  # dense_mlp_bf16 chunks rows itself
             # Chunks of at most max_rows pixels: on this kind of machine (a VM where freshly
             # mapped memory is expensive) tensors over ~32 MB are mmap'ed and page-faulted anew
             # on every call; smaller ones are recycled by malloc.  Measured ~2x per step.
@@ -272,10 +283,16 @@ class LUTNet(nn.Module):
             self.blocks[array_key(si, bi)] = Block(br, spec.n_outputs(si), spec.scale, nf,
                                                    self.rc_channels, max_rows)
 
-    def set_amp(self, dtype: torch.dtype | None) -> None:
-        """Run every block's MLP matmuls under autocast to ``dtype`` (None: float32)."""
+    @property
+    def precision(self) -> str:
+        return next(iter(self.blocks.values())).precision
+
+    def set_precision(self, precision: str) -> None:
+        """Run every block's MLP in ``precision`` (one of :data:`PRECISIONS`)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         for blk in self.blocks.values():
-            blk.amp_dtype = dtype
+            blk.precision = precision
 
     def stage_blocks(self, si: int) -> list[Block]:
         return [self.blocks[array_key(si, bi)] for bi in range(len(self.spec.stages[si].branches))]

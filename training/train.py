@@ -3,7 +3,7 @@
 Run folder ``RUN/``:
   ``last.pt``     latest checkpoint (model, optimizer, scheduler, step, RNG states, spec, config)
   ``best.pt``     checkpoint with the best validation PSNR so far
-  ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step"}`` every
+  ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step", "data_share", "eta_h"}`` every
                   ``log_every`` steps, ``{"step", "val_psnr", "val_ssim"}`` at validations
   ``config.toml`` / ``spec.json``  what the run was started with
   ``cache/``      LR images made from the HR training images (reused on resume)
@@ -81,10 +81,6 @@ def build_model(spec: ModelSpec, cfg: TrainConfig) -> LUTNet:
     return LUTNet(spec, nf=cfg.nf, rc_channels=cfg.rc_channels or cfg.nf)
 
 
-def _amp_dtype(cfg: TrainConfig):
-    return torch.bfloat16 if cfg.amp == "bf16" else None
-
-
 def load_checkpoint(path) -> dict:
     path = Path(path)
     try:
@@ -109,15 +105,14 @@ def model_from_checkpoint(ck: dict) -> LUTNet:
 def validate(model: LUTNet, val_dir, scale: int) -> tuple[float, float]:
     from rclut_numba.evaluation import evaluate
 
-    was, amp = model.training, [b.amp_dtype for b in model.blocks.values()]
+    was, precision = model.training, model.precision
     model.eval()
-    model.set_amp(None)  # score the float32 network, as eval-network does
+    model.set_precision("float32")  # score the float32 network, as eval-network does
     try:
         res = evaluate(model.upscale_uint8, val_dir, scale, out=lambda _line: None)
     finally:
         model.train(was)
-        for b, a in zip(model.blocks.values(), amp, strict=True):
-            b.amp_dtype = a
+        model.set_precision(precision)
     return res["mean_psnr"], res["mean_ssim"]
 
 
@@ -294,16 +289,19 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
         dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn,
                             build_cache=False)
 
-    val_dir = None
+    # Validation sets: one folder or several separated by commas; the first decides best.pt.
+    val_dirs = []
     if cfg.val_every and main:
-        vd = Path(val_data or cfg.val_data)
-        vd = vd if vd.is_absolute() or val_data else REPO_ROOT / vd
-        if (vd / "HR").is_dir():
-            val_dir = vd
-        else:
-            say(f"validation skipped: {vd} has no HR/ folder")
+        for item in (val_data or cfg.val_data).split(","):
+            vd = Path(item.strip())
+            vd = vd if vd.is_absolute() or val_data else REPO_ROOT / vd
+            if (vd / "HR").is_dir():
+                val_dirs.append(vd)
+            else:
+                say(f"validation skipped: {vd} has no HR/ folder")
 
-    model.set_amp(_amp_dtype(cfg))  # training only: validation and checkpoints are float32
+    # training only: validation, checkpoints and transfer use the float32 network
+    model.set_precision(cfg.training_precision)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -328,10 +326,12 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
     end = total if stop_after is None else min(total, stop_after)
     bar = _Progress(start, total, cfg.log_every or 100, enabled=main and not quiet)
     logf = open(log_path, "a") if main else None
-    window, t_last = [], time.time()
+    window, t_last, data_s = [], time.time(), 0.0
     try:
         for step in range(start, end):
+            t_data = time.perf_counter()
             lr_b, hr_b = dataset.batch(step, cfg.batch_size, rank, world)
+            data_s += time.perf_counter() - t_data
             lr_b, hr_b = lr_b.to(dev, non_blocking=True), hr_b.to(dev, non_blocking=True)
             pred = net(lr_b)
             loss = F.mse_loss(pred / 255.0, hr_b)
@@ -353,20 +353,27 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
             bar.update(done, value, lr_now)
             if main and cfg.log_every and (done % cfg.log_every == 0 or done == end):
                 now = time.time()
+                sps = (now - t_last) / len(window)
                 rec = {"step": done, "loss": sum(window) / len(window), "lr": lr_now,
-                       "s_per_step": (now - t_last) / len(window)}
+                       "s_per_step": sps, "data_share": data_s / len(window) / max(sps, 1e-9),
+                       "eta_h": (total - done) * sps / 3600}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
-                window, t_last = [], now
-            if val_dir is not None and (done % cfg.val_every == 0 or done == total):
-                psnr, ssim = validate(model, val_dir, spec.scale)
-                logf.write(json.dumps({"step": done, "val_psnr": psnr, "val_ssim": ssim}) + "\n")
+                window, t_last, data_s = [], now, 0.0
+            if val_dirs and (done % cfg.val_every == 0 or done == total):
+                scores = {vd.name: validate(model, vd, spec.scale) for vd in val_dirs}
+                psnr, ssim = scores[val_dirs[0].name]
+                rec = {"step": done, "val_psnr": psnr, "val_ssim": ssim}
+                if len(val_dirs) > 1:
+                    rec["val"] = {k: {"psnr": p, "ssim": q} for k, (p, q) in scores.items()}
+                logf.write(json.dumps(rec) + "\n")
                 logf.flush()
-                bar.write(f"step {done}: validation PSNR {psnr:.4f} SSIM {ssim:.4f} "
-                          f"({val_dir.name})")
+                bar.write(f"step {done}: validation " + ", ".join(
+                    f"{k} PSNR {p:.4f} SSIM {q:.4f}" for k, (p, q) in scores.items()))
                 if psnr > best_psnr:
                     best_psnr = psnr
                     save(done, best_path)
+                t_last = time.time()  # s_per_step counts training steps, not validation
             if main and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end):
                 save(done)
     finally:
