@@ -190,7 +190,7 @@ def main(argv=None):
                      _batch_time(args.batch, args.crop, spec.scale)))
     print()
     print(f"{'config':13s} {'allocator':9s} " + " ".join(f"{p:>14s}" for p in PRECISIONS))
-    for name, med, shares, flops, bt in rows:
+    for name, med, *_ in rows:
         for alloc in ("glibc", "jemalloc"):
             if (alloc, "bf16") in med:
                 print(f"{name:13s} {alloc:9s} " + " ".join(

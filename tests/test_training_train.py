@@ -205,3 +205,37 @@ def test_precisions_train_and_stay_close(setting, data_dir, cache_dir, tmp_path)
     assert low.dtype == torch.float32 and torch.equal(low, low.round())
     # bf16 matmuls: small, not bit-exact, differences; float32 is the reference itself
     assert (low - ref).abs().mean() < (2.0 if precision != "float32" else 1e-12)
+
+
+def test_sigterm_checkpoints_the_step_in_progress(data_dir, cache_dir, tmp_path):
+    """SIGTERM mid-run: the step in progress is checkpointed (not the last ckpt_every
+    multiple), the exit code is 143, and --resume continues from exactly that step."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "training.cli", "train", "--config",
+           str(ROOT / "training" / "configs" / "srlut.toml"), "--data", str(data_dir),
+           "--out", str(run), "--cache", str(cache_dir), "--threads", "1", "--steps", "100000"]
+    for item in TINY[:-1] + ["ckpt_every=100000"]:
+        cmd += ["--set", item]
+    env = dict(os.environ, RCLUT_ALLOCATOR="system")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = run / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.is_file() or len(log.read_text().split()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM after step" in err and "Traceback" not in err
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["step"] >= 3
+    logged = [json.loads(x)["step"] for x in log.read_text().splitlines()]
+    assert max(logged) == ck["step"]
+    assert not list(run.glob("*.tmp"))
+    losses = train(ROOT / "training" / "configs" / "srlut.toml", [data_dir], run, resume=True,
+                   device="cpu", overrides=_overrides(["ckpt_every=100000"]),
+                   stop_after=ck["step"] + 2, cache_dir=cache_dir, quiet=True, threads=1)
+    assert len(losses) == 2

@@ -206,11 +206,14 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .networks import WeightsError
-    from .train import TrainError
+    from .train import TrainError, TrainStopped
 
     try:
         {"train": _train_cmd, "eval-network": _eval_network, "transfer": _transfer,
          "finetune": _finetune}[args.command](args)
+    except TrainStopped as e:
+        print(f"rclut-train: {e}", file=sys.stderr)
+        return 128 + e.signum
     except (ConfigError, SpecError, DataError, DatasetError, ImageError, WeightsError,
             TrainError, BundleError, FileNotFoundError, FileExistsError) as e:
         print(f"rclut-train: error: {e}", file=sys.stderr)

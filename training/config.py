@@ -13,7 +13,6 @@ from pathlib import Path
 
 from rclut_numba.spec import ModelSpec, SpecError
 
-
 # "float32": the reference arithmetic; "bf16": training.dense_mlp (fused bfloat16 MLP with a
 # hand-written backward); "bf16-autocast": the earlier autocast path, kept for comparison.
 PRECISIONS = ("float32", "bf16", "bf16-autocast")

@@ -20,7 +20,16 @@ from rclut_numba.evaluation import tables_psnr
 
 from .data import SRDataset
 from .lut_forward import LutForward
-from .train import REPO_ROOT, TrainError, _Progress, _truncate_log, atomic_torch_save, cosine_factor
+from .train import (
+    REPO_ROOT,
+    StopSignals,
+    TrainError,
+    TrainStopped,
+    _Progress,
+    _truncate_log,
+    atomic_torch_save,
+    cosine_factor,
+)
 
 
 def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 32, crop: int = 48,
@@ -82,6 +91,7 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
     losses, window, t_last, t0 = [], [], time.time(), time.time()
     end = steps if stop_after is None else min(steps, stop_after)
     bar = _Progress(start, steps, log_every, enabled=not quiet)
+    stop = StopSignals().install()
     with open(log_path, "a") as logf:
         try:
             for step in range(start, end):
@@ -111,9 +121,12 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
                     logf.write(json.dumps({"step": done, "val_psnr": p}) + "\n")
                     logf.flush()
                     bar.write(f"step {done}: engine PSNR {p:.4f} dB ({val_dir.name})")
-                if done % ckpt_every == 0 or done == end:
+                if done % ckpt_every == 0 or done == end or stop.signum is not None:
                     save(done)
+                if stop.signum is not None:
+                    raise TrainStopped(stop.signum, done)
         finally:
+            stop.restore()
             bar.close()
     seconds = time.time() - t0
     if end < steps:

@@ -3,8 +3,10 @@
 Run folder ``RUN/``:
   ``last.pt``     latest checkpoint (model, optimizer, scheduler, step, RNG states, spec, config)
   ``best.pt``     checkpoint with the best validation PSNR so far
-  ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step", "data_share", "eta_h"}`` every
-                  ``log_every`` steps, ``{"step", "val_psnr", "val_ssim"}`` at validations
+  ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step",
+                  "data_share", "eta_h"}`` every ``log_every`` steps (``data_share``: the part
+                  of a step spent assembling its batch), ``{"step", "val_psnr", "val_ssim"}``
+                  at validations (plus ``"val": {set: {"psnr", "ssim"}}`` with several sets)
   ``config.toml`` / ``spec.json``  what the run was started with
   ``cache/``      LR images made from the HR training images (reused on resume)
 Checkpoints are written to a temporary file and moved into place (``os.replace``): a run killed
@@ -21,7 +23,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +46,45 @@ CHECKPOINT_VERSION = 1
 
 class TrainError(RuntimeError):
     """A run that cannot start or continue; the message says why."""
+
+
+class TrainStopped(TrainError):
+    """SIGTERM / SIGINT arrived: the step in progress finished and was checkpointed."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after step {step}; the checkpoint holds it, "
+                         f"continue with --resume")
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT only set :attr:`signum`; the loop checks it after
+    each step, checkpoints that step and raises :class:`TrainStopped`.  A second signal
+    interrupts at once (the previous checkpoint stays intact).  Outside the main thread
+    (nothing to install there) it does nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _handler(self, signum, _frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def install(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -327,6 +370,7 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
     bar = _Progress(start, total, cfg.log_every or 100, enabled=main and not quiet)
     logf = open(log_path, "a") if main else None
     window, t_last, data_s = [], time.time(), 0.0
+    stop = StopSignals().install()
     try:
         for step in range(start, end):
             t_data = time.perf_counter()
@@ -374,9 +418,13 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
                     best_psnr = psnr
                     save(done, best_path)
                 t_last = time.time()  # s_per_step counts training steps, not validation
-            if main and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end):
+            saved = (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end
+            if main and (saved or stop.signum is not None):
                 save(done)
+            if stop.signum is not None:
+                raise TrainStopped(stop.signum, done)
     finally:
+        stop.restore()
         bar.close()
         if logf is not None:
             logf.close()
