@@ -16,7 +16,7 @@ import numpy as np
 
 from .bundle import BundleError, load_bundle, validate_arrays
 from .kernels.colour import upscale_chroma_to_rgb
-from .kernels.lut_stage import division_type, lut_stage_block, lut_stage_single
+from .kernels.lut_stage import division_type, lut_stage_block, lut_stage_single, lut_two_stages
 from .kernels.planes import pad_planes
 from .kernels.rc_window import combined_tables, level_table, rc_stage_maps
 from .spec import PATTERN_OFFSETS, ModelSpec, array_key
@@ -99,7 +99,10 @@ class _StagePlan:
                              key=lambda bi: -stage.branches[bi].rc)
         rc_slot = {bi: j for j, bi in enumerate(rc_branches)}
         self.n_maps = 1 + 4 * len(rc_branches)
-        self.pad = max([PATTERN_PAD] + [stage.branches[bi].rc // 2 for bi in rc_branches])
+        self.half = max([0] + [stage.branches[bi].rc // 2 for bi in rc_branches])
+        self.reach = max(max(abs(v) for off in PATTERN_OFFSETS[br.pattern] for v in off)
+                         for br in stage.branches)  # rows a pattern reads above or below
+        self.pad = max(PATTERN_PAD, self.half)
         self.reads = np.zeros((nb, 4, 4, 3), np.int64)  # (map, dy, dx) per branch, rotation, input
         self.n_inputs = np.zeros(nb, np.int64)
         self.row_start = np.zeros(nb, np.int64)
@@ -128,6 +131,9 @@ class _StagePlan:
         else:
             self.tables = np.ascontiguousarray(lut[:, 0])
         self.rc = None
+        self.rc_args = (np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                        np.zeros(0, np.int16), np.zeros(0, np.uint8), np.zeros(0, np.int64),
+                        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         if rc_branches:
             keys = [array_key(si, bi) for bi in rc_branches]
             tables = [np.ascontiguousarray(arrays[f"{key}_rc_table"]) for key in keys]
@@ -141,10 +147,18 @@ class _StagePlan:
                        np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths,
                        np.array([b for _, b in steps], np.int64),
                        np.arange(1, self.n_maps, dtype=np.int64))
+            self.rc_args = self.rc
         self.interval = spec.interval
         self.levels = spec.levels
         self.den = division_type(self.divisor)
         self.name = f"stage{si + 1}"
+
+    def fused_args(self) -> tuple:
+        """This stage's arguments to :func:`lut_two_stages`."""
+        head = (self.pad, self.reach, self.half, self.n_maps, self.reads, self.n_inputs,
+                self.row_start, self.tables)
+        tail = (self.den, self.rc is not None) + self.rc_args
+        return head + ((self.bias,) if not self.last else ()) + tail
 
     def new_maps(self, n_planes: int, h: int, w: int) -> np.ndarray:
         return np.empty((n_planes, self.n_maps, h + 2 * self.pad, w + 2 * self.pad), np.uint8)
@@ -209,6 +223,7 @@ class LutModel:
         self.arrays = arrays
         self.source = source
         self._plans = [_StagePlan(spec, si, arrays) for si in range(len(spec.stages))]
+        self.fuse = True  # two-stage models in one launch (tests compare with per-stage launches)
 
     @property
     def scale(self) -> int:
@@ -219,8 +234,20 @@ class LutModel:
 
     # ---- planes --------------------------------------------------------------------------
     def _upscale_untiled(self, image: np.ndarray, out: np.ndarray) -> None:
-        """(H, W, C) uint8 -> ``out`` (H*s, W*s, C), any strides: all channels in each launch."""
+        """(H, W, C) uint8 -> ``out`` (H*s, W*s, C), any strides: all channels in each launch.
+
+        Two-stage models (MuLUT, RC-LUT) run as one launch, in bands of rows that recompute the
+        few stage-1 rows they share; while profiling, each stage runs as its own launches so
+        that their times can be told apart.
+        """
         h, w, n = image.shape
+        if len(self._plans) == 2 and self.fuse and _profile is None:
+            first, last = self._plans
+            # bands: a multiple of the threads, at least two tasks per thread where planes are few
+            bands = min(h, max(1, numba.get_num_threads() * max(1, 2 // n)))
+            lut_two_stages(image, bands, self.spec.interval, self.spec.levels, self.scale,
+                           *first.fused_args(), *last.fused_args(), out.transpose(2, 0, 1))
+            return
         t = time.perf_counter()
         maps = self._plans[0].new_maps(n, h, w)
         pad_planes(image, maps, self._plans[0].pad)

@@ -72,6 +72,19 @@ def test_tiled_equals_untiled(spec, seed, image, tile):
     assert np.array_equal(model.upscale(image, tile=tile), model.upscale(image, tile=None))
 
 
+@settings(max_examples=25)
+@given(spec=specs(), seed=st.integers(0, 2 ** 32 - 1), image=images(min_side=1, max_side=30),
+       threads=st.sampled_from([1, 2]))
+def test_fused_stages_equal_one_launch_per_stage(spec, seed, image, threads):
+    # Two-stage models run fused in bands of rows (how many depends on the threads); the
+    # per-stage launches are the plain layout.
+    model = LutModel(spec, random_arrays(spec, seed))
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    fused = model.upscale(image, threads=threads, tile=None)
+    model.fuse = False
+    assert np.array_equal(fused, model.upscale(image, threads=threads, tile=None))
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba sees only one CPU")
 def test_one_thread_equals_two_threads():
     spec = rclut_paper()

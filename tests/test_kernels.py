@@ -16,7 +16,7 @@ from rclut_numba.bicubic import _contributions
 from rclut_numba.bicubic import upscale as bicubic_upscale
 from rclut_numba.engine import LutModel, window_offsets
 from rclut_numba.imaging import YCC_INVERSE, YCC_OFFSET
-from rclut_numba.kernels import colour, lut_stage, planes, rc_window
+from rclut_numba.kernels import colour, lut_stage, planes
 from rclut_numba.kernels.rc_window import combined_tables, level_table
 from rclut_numba.spec import Branch, ModelSpec, Stage
 
@@ -36,7 +36,7 @@ def add_weighted_rows_py(acc, i, table, j0, j1, j2, j3, j4, w0, w1, w2, w3, w4):
 
 
 def add_widened_py(acc, i, src, j):
-    n = rc_window.CHUNK
+    n = lut_stage.CHUNK
     acc[_span(acc, i, n)] += src[_span(src, j, n)].astype(np.int32)
 
 
@@ -48,9 +48,9 @@ def add_widened4_py(acc, i, src, j0, j1, j2, j3):
 def _patch_python_helpers(mp):
     """Make every kernel helper plain Python (inside a ``monkeypatch.context()``)."""
     mp.setattr(lut_stage, "_add_weighted_rows", add_weighted_rows_py)
-    mp.setattr(rc_window, "_add_widened", add_widened_py)
-    mp.setattr(rc_window, "_add_widened4", add_widened4_py)
-    for module in (lut_stage, rc_window, planes, colour):
+    mp.setattr(lut_stage, "_add_widened", add_widened_py)
+    mp.setattr(lut_stage, "_add_widened4", add_widened4_py)
+    for module in (lut_stage, planes, colour):
         for name in dir(module):
             helper = getattr(module, name)
             if name.startswith("_") and hasattr(helper, "py_func"):
@@ -85,6 +85,7 @@ def test_stage_kernels_as_python_equal_compiled(spec, monkeypatch):
     model = LutModel(spec, random_arrays(spec, 1))
     image = np.random.default_rng(2).integers(0, 256, (6, 7, 2), dtype=np.uint8)
     h, w, n = image.shape
+    model.fuse = False  # the stage kernels one at a time
     expected = np.moveaxis(model.upscale_channels(image, tile=None), -1, 0)
     maps, maps_py = _compiled_and_python(monkeypatch, planes.pad_planes, lambda: (
         image, model._plans[0].new_maps(n, h, w), model._plans[0].pad), 1)
@@ -93,7 +94,7 @@ def test_stage_kernels_as_python_equal_compiled(spec, monkeypatch):
         p = plan.pad
         if plan.rc is not None:
             got, got_py = _compiled_and_python(
-                monkeypatch, rc_window.rc_stage_maps, lambda m=maps: (m.copy(), p, *plan.rc), 0)
+                monkeypatch, lut_stage.rc_stage_maps, lambda m=maps: (m.copy(), p, *plan.rc), 0)
             assert np.array_equal(got[:, 1:, p:-p], got_py[:, 1:, p:-p])
             maps = got
             maps[:, 1:, :p] = maps[:, 1:, p:p + 1]
@@ -120,6 +121,21 @@ def test_stage_kernels_as_python_equal_compiled(spec, monkeypatch):
             maps[:, 0, -q:] = maps[:, 0, -q - 1:-q]
 
 
+@pytest.mark.parametrize("spec", _small_specs()[:2], ids=lambda s: s.name)
+def test_fused_two_stage_kernel_as_python_equals_compiled_and_per_stage(spec, monkeypatch):
+    model = LutModel(spec, random_arrays(spec, 3))
+    image = np.random.default_rng(4).integers(0, 256, (11, 6, 2), dtype=np.uint8)
+    model.fuse = False
+    expected = np.moveaxis(model.upscale_channels(image, tile=None), -1, 0)
+    first, last = model._plans
+    h, w, n = image.shape
+    for bands in (1, 2, 5, 11):
+        got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_two_stages, lambda b=bands: (
+            image, b, spec.interval, spec.levels, spec.scale, *first.fused_args(),
+            *last.fused_args(), np.zeros((n, h * spec.scale, w * spec.scale), np.uint8)), -1)
+        assert np.array_equal(got, expected) and np.array_equal(got_py, expected)
+
+
 @settings(max_examples=25)
 @given(windows=st.lists(st.sampled_from([1, 3, 5, 7]), min_size=1, max_size=5),
        seed=st.integers(0, 2 ** 32 - 1), h=st.integers(1, 12), w=st.integers(1, 12))
@@ -142,7 +158,7 @@ def test_rc_stage_maps_equal_reference_per_branch_and_rotation(windows, seed, h,
     lengths = np.array([len(lv) for lv, _ in steps], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     combined = combined_tables(tables, [window_offsets(n) for n in windows])
-    rc_window.rc_stage_maps(maps, pad, *combined,
+    lut_stage.rc_stage_maps(maps, pad, *combined,
                             np.concatenate([lv for lv, _ in steps]), starts, lengths,
                             np.array([b for _, b in steps], np.int64),
                             np.arange(1, 1 + 4 * len(windows), dtype=np.int64))

@@ -21,7 +21,8 @@ from .options import parallel_jit, serial_jit
 
 KEY_SHIFT = 20  # sort keys: fraction in the high bits, the dimension's LUT stride (< 2**20) low
 KEY_MASK = (1 << KEY_SHIFT) - 1
-CHUNK = 16  # output-block tables are padded to a multiple of 16 columns: one vector each
+CHUNK = 16  # block tables and combined RC rows are padded to multiples of 16 lanes: one vector
+LANES = 4  # RC lanes per branch, one per rotation: branch j's are 4 j .. 4 j + 3
 
 
 @intrinsic
@@ -50,6 +51,52 @@ def _add_weighted_rows(typingctx, acc, i, table, j0, j1, j2, j3, j4, w0, w1, w2,
                 ir.Constant(wide, ir.Undefined), zeros)
             total = builder.add(total, builder.mul(builder.sext(row, wide), splat))
         builder.store(total, pa, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _add_widened(typingctx, acc, i, src, j):
+    """``acc[i:i + 16] += src[j:j + 16]`` (int32 += int16) as one vector add.
+
+    LLVM does not vectorise this short loop by itself: it cannot tell that the two arrays do
+    not overlap.  The caller guarantees the bounds.
+    """
+    sig = types.void(acc, types.intp, src, types.intp)
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        s = context.make_array(signature.args[2])(context, builder, args[2])
+        wide = ir.VectorType(ir.IntType(32), CHUNK)
+        narrow = ir.VectorType(ir.IntType(16), CHUNK)
+        pa = builder.bitcast(builder.gep(a.data, [args[1]]), wide.as_pointer())
+        ps = builder.bitcast(builder.gep(s.data, [args[3]]), narrow.as_pointer())
+        total = builder.add(builder.load(pa, align=4),
+                            builder.sext(builder.load(ps, align=2), wide))
+        builder.store(total, pa, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _add_widened4(typingctx, acc, i, src, j0, j1, j2, j3):
+    """``acc[i:i + 16] += src[j0:j0 + 16] + ... + src[j3:j3 + 16]`` (int32 += int16): four window
+    offsets per load and store of the accumulator.  The caller guarantees the bounds."""
+    sig = types.void(acc, types.intp, src, types.intp, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        s = context.make_array(signature.args[2])(context, builder, args[2])
+        wide = ir.VectorType(ir.IntType(32), CHUNK)
+        narrow = ir.VectorType(ir.IntType(16), CHUNK)
+        pa = builder.bitcast(builder.gep(a.data, [args[1]]), wide.as_pointer())
+        rows = [builder.sext(builder.load(builder.bitcast(builder.gep(s.data, [j]),
+                                                          narrow.as_pointer()), align=2), wide)
+                for j in args[3:7]]
+        total = builder.add(builder.add(rows[0], rows[1]), builder.add(rows[2], rows[3]))
+        builder.store(builder.add(builder.load(pa, align=4), total), pa, align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -187,17 +234,209 @@ def _stage_constants(interval, levels):
 
 
 @serial_jit
-def _read_offsets(reads, plane, n_maps, padded_h, padded_w, y, pad):
-    """Flat positions of pixel 0 of row ``y`` for every (branch, rotation, input)."""
+def _read_offsets(reads, plane, n_maps, buf_rows, padded_w, row, pad):
+    """Flat positions of pixel 0 of buffer row ``row`` for every (branch, rotation, input)."""
     n_branch = reads.shape[0]
     out = np.empty((n_branch, 4, 4), np.int64)
     for b in range(n_branch):
         for r in range(4):
             for t in range(4):
-                out[b, r, t] = (((plane * n_maps + reads[b, r, t, 0]) * padded_h
-                                 + y + pad + reads[b, r, t, 1]) * padded_w
+                out[b, r, t] = (((plane * n_maps + reads[b, r, t, 0]) * buf_rows
+                                 + row + reads[b, r, t, 1]) * padded_w
                                 + pad + reads[b, r, t, 2])
     return out
+
+
+# ---- one stage over a range of rows ------------------------------------------------------------
+# A map buffer is (planes, M, rows, W + 2 pad) uint8: buffer row i holds image row i + row0 of
+# every map, edge-padded by ``pad`` columns on each side.
+
+
+@serial_jit
+def _single_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, table, interval,
+                 levels, bias, den, out, out_row0, out_pad, idx, wts, acc):
+    """Image rows ``y_lo .. y_hi`` of a one-output stage into map 0 of ``out`` (its buffer row
+    y - out_row0, left and right padding included)."""
+    n_planes, n_maps, buf_rows, padded_w = maps.shape
+    width = padded_w - 2 * pad
+    n_branch = reads.shape[0]
+    shift, mask, st0, st1, st2 = _stage_constants(interval, levels)
+    flat = maps.reshape(maps.size)
+    real = type(den)
+    offset = np.int32(bias * den)
+    zero = real(0)
+    top = real(255)
+    for y in range(y_lo, y_hi):
+        lin = _read_offsets(reads, plane, n_maps, buf_rows, padded_w, y - row0, pad)
+        acc[:] = 0
+        for b in range(n_branch):
+            base_row = row_start[b]
+            for r in range(4):
+                if n_inputs[b] == 1:
+                    a0 = lin[b, r, 0]
+                    for x in range(width):
+                        acc[x] += np.int32(interval) * np.int32(table[base_row + flat[a0 + x]])
+                    continue
+                _simplex_row(flat, lin[b, r, 0], lin[b, r, 1], lin[b, r, 2], lin[b, r, 3],
+                             width, shift, mask, st0, st1, st2, base_row, 1, idx, wts)
+                _gather_single_row(acc, table, idx, wts, width)
+        dst = out[plane, 0, y - out_row0]
+        for x in range(width):
+            q = np.rint(real(acc[x] + offset) / den)
+            dst[out_pad + x] = np.uint8(min(max(q, zero), top))
+        for x in range(out_pad):
+            dst[x] = dst[out_pad]
+            dst[out_pad + width + x] = dst[out_pad + width - 1]
+
+
+@serial_jit
+def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, tables, interval,
+                levels, den, scale, out, flat_acc, flat_q, idx, wts):
+    """Image rows ``y_lo .. y_hi`` of the last stage: their s x s blocks into ``out[plane]``."""
+    n_planes, n_maps, buf_rows, padded_w = maps.shape
+    width = padded_w - 2 * pad
+    n_branch = reads.shape[0]
+    n_out = tables.shape[2]
+    shift, mask, st0, st1, st2 = _stage_constants(interval, levels)
+    flat = maps.reshape(maps.size)
+    real = type(den)
+    zero = real(0)
+    top = real(255)
+    n_rows_table = tables.shape[1]
+    flat_tables = tables.reshape(tables.size)
+    for y in range(y_lo, y_hi):
+        lin = _read_offsets(reads, plane, n_maps, buf_rows, padded_w, y - row0, pad)
+        flat_acc[:] = 0
+        for b in range(n_branch):
+            base_row = row_start[b]
+            for r in range(4):
+                r0 = r * n_rows_table
+                if n_inputs[b] == 1:
+                    # a 1D LUT: its exact entry, times interval (the simplex weights' sum)
+                    a0 = lin[b, r, 0]
+                    for x in range(width):
+                        j = (r0 + base_row + np.intp(flat[a0 + x])) * n_out
+                        for k0 in range(0, n_out, CHUNK):
+                            _add_weighted_rows(flat_acc, x * n_out + k0, flat_tables, j + k0,
+                                               j + k0, j + k0, j + k0, j + k0,
+                                               np.int32(interval), np.int32(0), np.int32(0),
+                                               np.int32(0), np.int32(0))
+                    continue
+                _simplex_row(flat, lin[b, r, 0], lin[b, r, 1], lin[b, r, 2], lin[b, r, 3],
+                             width, shift, mask, st0, st1, st2, base_row, n_out, idx, wts)
+                _gather_block_row(flat_acc, flat_tables, r0 * n_out, idx, wts, width, n_out)
+        for i in range(width * n_out):  # one long loop: LLVM vectorises it
+            v = np.rint(real(flat_acc[i]) / den)
+            flat_q[i] = np.uint8(min(max(v, zero), top))
+        dst = out[plane]
+        for ky in range(scale):
+            drow = dst[y * scale + ky]
+            for x in range(width):
+                for kx in range(scale):
+                    drow[x * scale + kx] = flat_q[x * n_out + ky * scale + kx]
+
+
+@serial_jit
+def _rc_rows(maps, plane, row0, pad, y_lo, y_hi, offsets, lanes, start, combined, levels,
+             level_start, level_len, base, lane_map, flat_acc):
+    """RC index maps of image rows ``y_lo .. y_hi``: for lane l = 4 j + r, map ``lane_map[l]``.
+
+    For each window offset, one combined row (all the lanes it feeds) is added into an int32
+    accumulator per pixel (|sum| <= 225 * 32768 < 2**31); with up to 4 RC branches every offset
+    feeds one 16-lane chunk and four offsets share each load and store of the accumulator.
+    """
+    n_planes, n_maps, buf_rows, padded_w = maps.shape
+    width = padded_w - 2 * pad
+    n_lanes = lane_map.shape[0]
+    n_acc = -(-n_lanes // CHUNK) * CHUNK
+    n_off = offsets.shape[0]
+    n4 = n_off - n_off % 4 if n_acc == CHUNK else 0
+    n_c = np.uintp(CHUNK)
+    for y in range(y_lo, y_hi):
+        i = y - row0
+        flat_acc[:] = 0
+        for o in range(0, n4, 4):
+            # unsigned indices: no negative-index wraparound in the loops below
+            sa = maps[plane, 0, i + offsets[o, 0]]
+            sb = maps[plane, 0, i + offsets[o + 1, 0]]
+            sc = maps[plane, 0, i + offsets[o + 2, 0]]
+            sd = maps[plane, 0, i + offsets[o + 3, 0]]
+            xa = np.uintp(pad + offsets[o, 1])
+            xb = np.uintp(pad + offsets[o + 1, 1])
+            xc = np.uintp(pad + offsets[o + 2, 1])
+            xd = np.uintp(pad + offsets[o + 3, 1])
+            ta = np.uintp(start[o])
+            tb = np.uintp(start[o + 1])
+            tc = np.uintp(start[o + 2])
+            td = np.uintp(start[o + 3])
+            for x in range(width):
+                ux = np.uintp(x)
+                _add_widened4(flat_acc, x * CHUNK, combined, ta + np.uintp(sa[xa + ux]) * n_c,
+                              tb + np.uintp(sb[xb + ux]) * n_c, tc + np.uintp(sc[xc + ux]) * n_c,
+                              td + np.uintp(sd[xd + ux]) * n_c)
+        for o in range(n4, n_off):
+            src = maps[plane, 0, i + offsets[o, 0]]
+            x0 = np.uintp(pad + offsets[o, 1])
+            n_l = np.uintp(lanes[o])
+            s0 = np.uintp(start[o])
+            for x in range(width):
+                t = s0 + np.uintp(src[x0 + np.uintp(x)]) * n_l
+                for l0 in range(0, n_l, CHUNK):
+                    _add_widened(flat_acc, x * n_acc + l0, combined, t + l0)
+        for lane in range(n_lanes):
+            j = lane // LANES
+            lv = levels[level_start[j]:level_start[j] + level_len[j]]
+            top = level_len[j] - 1
+            b = base[j]
+            dst = maps[plane, lane_map[lane], i]
+            for x in range(width):
+                dst[pad + x] = lv[min(max(np.int64(flat_acc[x * n_acc + lane]) - b, 0), top)]
+            for x in range(pad):
+                dst[x] = dst[pad]
+                dst[pad + width + x] = dst[pad + width - 1]
+
+
+@serial_jit
+def _replicate_rows(maps, plane, m_lo, m_hi, row0, need_lo, need_hi, lo, hi):
+    """Edge replication of rows: buffer rows of image rows ``need_lo .. need_hi`` outside the
+    computed ``lo .. hi`` (past the image's top or bottom) copy the nearest computed row."""
+    for yy in range(need_lo, need_hi):
+        if lo <= yy < hi:
+            continue
+        src = lo if yy < lo else hi - 1
+        for m in range(m_lo, m_hi):
+            maps[plane, m, yy - row0, :] = maps[plane, m, src - row0, :]
+
+
+# ---- one stage over a whole image: one launch ---------------------------------------------
+
+
+@parallel_jit
+def rc_stage_maps(maps, pad, offsets, lanes, start, combined, levels, level_start, level_len,
+                  base, lane_map):
+    """For every pixel, RC branch j and rotation r: ``#{k : sum_p table_j[p, pixel_p] >= thr[k]}``.
+
+    maps:        (planes, M, H + 2*pad, W + 2*pad) uint8; map 0 (the edge-padded stage input,
+                 pad >= every window's half width) is read, and for lane l = 4 j + r the rows
+                 ``pad .. pad + H`` of map ``lane_map[l]`` are written (left/right padding too)
+    offsets, lanes, start, combined: ``rc_window.combined_tables``
+    levels:      the branches' level look-ups (``rc_window.level_table``) end to end; branch j's
+                 is ``levels[level_start[j]:level_start[j] + level_len[j]]``, over totals from
+                 ``base[j]``
+    """
+    n_planes, n_maps, padded_h, padded_w = maps.shape
+    height = padded_h - 2 * pad
+    width = padded_w - 2 * pad
+    n_acc = -(-lane_map.shape[0] // CHUNK) * CHUNK
+    n_rows = n_planes * height
+    n_chunks = min(n_rows, 32)
+    for chunk in prange(n_chunks):
+        flat_acc = np.empty(width * n_acc, np.int32)
+        for row in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
+            plane = row // height
+            y = row - plane * height
+            _rc_rows(maps, plane, -pad, pad, y, y + 1, offsets, lanes, start, combined, levels,
+                     level_start, level_len, base, lane_map, flat_acc)
 
 
 @parallel_jit
@@ -219,16 +458,8 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
     n_planes, n_maps, padded_h, padded_w = maps.shape
     height = padded_h - 2 * pad
     width = padded_w - 2 * pad
-    n_branch = reads.shape[0]
-    shift, mask, st0, st1, st2 = _stage_constants(interval, levels)
-    flat = maps.reshape(maps.size)
     n_rows = n_planes * height
     n_chunks = _row_chunks(n_rows, 8)
-    offset = np.int32(bias * divisor)
-    den = divisor
-    real = type(den)
-    zero = real(0)
-    top = real(255)
     for chunk in prange(n_chunks):
         idx = np.empty((5, width), np.int32)
         wts = np.empty((5, width), np.int32)
@@ -236,26 +467,8 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
         for row in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
             plane = row // height
             y = row - plane * height
-            lin = _read_offsets(reads, plane, n_maps, padded_h, padded_w, y, pad)
-            acc[:] = 0
-            for b in range(n_branch):
-                base_row = row_start[b]
-                for r in range(4):
-                    if n_inputs[b] == 1:
-                        a0 = lin[b, r, 0]
-                        for x in range(width):
-                            acc[x] += np.int32(interval) * np.int32(table[base_row + flat[a0 + x]])
-                        continue
-                    _simplex_row(flat, lin[b, r, 0], lin[b, r, 1], lin[b, r, 2], lin[b, r, 3],
-                                 width, shift, mask, st0, st1, st2, base_row, 1, idx, wts)
-                    _gather_single_row(acc, table, idx, wts, width)
-            dst = out[plane, 0, out_pad + y]
-            for x in range(width):
-                q = np.rint(real(acc[x] + offset) / den)
-                dst[out_pad + x] = np.uint8(min(max(q, zero), top))
-            for x in range(out_pad):
-                dst[x] = dst[out_pad]
-                dst[out_pad + width + x] = dst[out_pad + width - 1]
+            _single_rows(maps, plane, -pad, pad, y, y + 1, reads, n_inputs, row_start, table,
+                         interval, levels, bias, divisor, out, -out_pad, out_pad, idx, wts, acc)
 
 
 @parallel_jit
@@ -274,54 +487,88 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
     n_planes, n_maps, padded_h, padded_w = maps.shape
     height = padded_h - 2 * pad
     width = padded_w - 2 * pad
-    n_branch = reads.shape[0]
     n_out = tables.shape[2]
-    shift, mask, st0, st1, st2 = _stage_constants(interval, levels)
-    flat = maps.reshape(maps.size)
     n_rows = n_planes * height
     n_chunks = _row_chunks(n_rows, 8)
-    den = divisor
-    real = type(den)
-    zero = real(0)
-    top = real(255)
-    n_rows_table = tables.shape[1]
-    flat_tables = tables.reshape(tables.size)
     for chunk in prange(n_chunks):
         idx = np.empty((5, width), np.int32)
         wts = np.empty((5, width), np.int32)
-        acc = np.empty((width, n_out), np.int32)
-        flat_acc = acc.reshape(width * n_out)
-        q = np.empty((width, n_out), np.uint8)
-        flat_q = q.reshape(width * n_out)
+        flat_acc = np.empty(width * n_out, np.int32)
+        flat_q = np.empty(width * n_out, np.uint8)
         for row in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
             plane = row // height
             y = row - plane * height
-            lin = _read_offsets(reads, plane, n_maps, padded_h, padded_w, y, pad)
-            acc[:, :] = 0
-            for b in range(n_branch):
-                base_row = row_start[b]
-                for r in range(4):
-                    r0 = r * n_rows_table
-                    if n_inputs[b] == 1:
-                        # a 1D LUT: its exact entry, times interval (the simplex weights' sum)
-                        a0 = lin[b, r, 0]
-                        for x in range(width):
-                            j = (r0 + base_row + np.intp(flat[a0 + x])) * n_out
-                            for k0 in range(0, n_out, CHUNK):
-                                _add_weighted_rows(flat_acc, x * n_out + k0, flat_tables, j + k0,
-                                                   j + k0, j + k0, j + k0, j + k0,
-                                                   np.int32(interval), np.int32(0), np.int32(0),
-                                                   np.int32(0), np.int32(0))
-                        continue
-                    _simplex_row(flat, lin[b, r, 0], lin[b, r, 1], lin[b, r, 2], lin[b, r, 3],
-                                 width, shift, mask, st0, st1, st2, base_row, n_out, idx, wts)
-                    _gather_block_row(flat_acc, flat_tables, r0 * n_out, idx, wts, width, n_out)
-            for i in range(width * n_out):  # one long loop: LLVM vectorises it
-                v = np.rint(real(flat_acc[i]) / den)
-                flat_q[i] = np.uint8(min(max(v, zero), top))
-            dst = out[plane]
-            for ky in range(scale):
-                drow = dst[y * scale + ky]
-                for x in range(width):
-                    for kx in range(scale):
-                        drow[x * scale + kx] = q[x, ky * scale + kx]
+            _block_rows(maps, plane, -pad, pad, y, y + 1, reads, n_inputs, row_start, tables,
+                        interval, levels, divisor, scale, out, flat_acc, flat_q, idx, wts)
+
+
+# ---- two stages fused per band of rows: one launch per image -------------------------------
+
+
+@parallel_jit
+def lut_two_stages(image, n_bands, interval, levels, scale,
+                   pad1, reach1, half1, n_maps1, reads1, n_in1, row_start1, table1, bias1, den1,
+                   has_rc1, off1, lanes1, start1, comb1, lev1, lev_start1, lev_len1, base1, map1,
+                   pad2, reach2, half2, n_maps2, reads2, n_in2, row_start2, tables2, den2,
+                   has_rc2, off2, lanes2, start2, comb2, lev2, lev_start2, lev_len2, base2, map2,
+                   out):
+    """A two-stage model on (H, W, C) ``image`` into ``out`` (C, H*s, W*s), any strides.
+
+    Each task is one band of output rows of one plane: it computes, into band-sized buffers,
+    the stage-1 rows the band needs (its rows plus ``reach2 + half2`` on each side, clipped to
+    the image, then edge-replicated), their RC maps, and the band's output blocks.  The halo
+    rows are computed twice (by neighbouring bands); intermediates stay in cache and the whole
+    model is one parallel launch.  Per stage k: ``pad`` the buffers' column padding, ``reach``
+    the pattern's largest offset, ``half`` the largest RC half window, the rest as in
+    :func:`lut_stage_single`, :func:`lut_stage_block` and :func:`rc_stage_maps`.
+    """
+    height, width, n_planes = image.shape
+    n_out = tables2.shape[2]
+    n_tasks = n_planes * n_bands
+    h1 = reach1 + half1
+    h2 = reach2 + half2
+    for task in prange(n_tasks):
+        plane = task // n_bands
+        band = task - plane * n_bands
+        y0 = band * height // n_bands
+        y1 = (band + 1) * height // n_bands
+        a1 = max(0, y0 - h2)  # stage-1 rows the band needs, inside the image
+        b1 = min(height, y1 + h2)
+        # stage-1 buffer: image rows a1 - h1 .. b1 + h1 (edge-replicated input)
+        row0_1 = a1 - h1
+        buf1 = np.empty((1, n_maps1, b1 - a1 + 2 * h1, width + 2 * pad1), np.uint8)
+        for i in range(b1 - a1 + 2 * h1):
+            yy = min(max(i + row0_1, 0), height - 1)
+            dst = buf1[0, 0, i]
+            for x in range(width):
+                dst[pad1 + x] = image[yy, x, plane]
+            for x in range(pad1):
+                dst[x] = image[yy, 0, plane]
+                dst[pad1 + width + x] = image[yy, width - 1, plane]
+        # stage-2 buffer: image rows y0 - h2 .. y1 + h2
+        row0_2 = y0 - h2
+        buf2 = np.empty((1, n_maps2, y1 - y0 + 2 * h2, width + 2 * pad2), np.uint8)
+        idx = np.empty((5, width), np.int32)
+        wts = np.empty((5, width), np.int32)
+        if has_rc1:
+            lo = max(0, a1 - reach1)
+            hi = min(height, b1 + reach1)
+            acc_rc = np.empty(width * (-(-map1.shape[0] // CHUNK) * CHUNK), np.int32)
+            _rc_rows(buf1, 0, row0_1, pad1, lo, hi, off1, lanes1, start1, comb1, lev1,
+                     lev_start1, lev_len1, base1, map1, acc_rc)
+            _replicate_rows(buf1, 0, 1, n_maps1, row0_1, a1 - reach1, b1 + reach1, lo, hi)
+        acc1 = np.empty(width, np.int32)
+        _single_rows(buf1, 0, row0_1, pad1, a1, b1, reads1, n_in1, row_start1, table1, interval,
+                     levels, bias1, den1, buf2, row0_2, pad2, idx, wts, acc1)
+        _replicate_rows(buf2, 0, 0, 1, row0_2, y0 - h2, y1 + h2, a1, b1)
+        if has_rc2:
+            lo = max(0, y0 - reach2)
+            hi = min(height, y1 + reach2)
+            acc_rc = np.empty(width * (-(-map2.shape[0] // CHUNK) * CHUNK), np.int32)
+            _rc_rows(buf2, 0, row0_2, pad2, lo, hi, off2, lanes2, start2, comb2, lev2,
+                     lev_start2, lev_len2, base2, map2, acc_rc)
+            _replicate_rows(buf2, 0, 1, n_maps2, row0_2, y0 - reach2, y1 + reach2, lo, hi)
+        flat_acc = np.empty(width * n_out, np.int32)
+        flat_q = np.empty(width * n_out, np.uint8)
+        _block_rows(buf2, 0, row0_2, pad2, y0, y1, reads2, n_in2, row_start2, tables2, interval,
+                    levels, den2, scale, out[plane:plane + 1], flat_acc, flat_q, idx, wts)

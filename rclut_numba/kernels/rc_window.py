@@ -5,60 +5,8 @@ the widest window is read once, and one look-up of a combined table row gives it
 to every (branch, rotation) whose window covers that offset (:func:`combined_tables`).
 """
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic
 
-from .options import parallel_jit
-
-LANES = 4  # one lane per rotation; a branch's lanes are 4 * j .. 4 * j + 3
-CHUNK = 16  # combined rows are padded to a multiple of 16 lanes: one 512-bit add per chunk
-
-
-@intrinsic
-def _add_widened(typingctx, acc, i, src, j):
-    """``acc[i:i + 16] += src[j:j + 16]`` (int32 += int16) as one vector add.
-
-    LLVM does not vectorise this short loop by itself: it cannot tell that the two arrays do
-    not overlap.  The caller guarantees the bounds.
-    """
-    sig = types.void(acc, types.intp, src, types.intp)
-
-    def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        s = context.make_array(signature.args[2])(context, builder, args[2])
-        wide = ir.VectorType(ir.IntType(32), CHUNK)
-        narrow = ir.VectorType(ir.IntType(16), CHUNK)
-        pa = builder.bitcast(builder.gep(a.data, [args[1]]), wide.as_pointer())
-        ps = builder.bitcast(builder.gep(s.data, [args[3]]), narrow.as_pointer())
-        total = builder.add(builder.load(pa, align=4),
-                            builder.sext(builder.load(ps, align=2), wide))
-        builder.store(total, pa, align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def _add_widened4(typingctx, acc, i, src, j0, j1, j2, j3):
-    """``acc[i:i + 16] += src[j0:j0 + 16] + ... + src[j3:j3 + 16]`` (int32 += int16): four window
-    offsets per load and store of the accumulator.  The caller guarantees the bounds."""
-    sig = types.void(acc, types.intp, src, types.intp, types.intp, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        s = context.make_array(signature.args[2])(context, builder, args[2])
-        wide = ir.VectorType(ir.IntType(32), CHUNK)
-        narrow = ir.VectorType(ir.IntType(16), CHUNK)
-        pa = builder.bitcast(builder.gep(a.data, [args[1]]), wide.as_pointer())
-        rows = [builder.sext(builder.load(builder.bitcast(builder.gep(s.data, [j]),
-                                                          narrow.as_pointer()), align=2), wide)
-                for j in args[3:7]]
-        total = builder.add(builder.add(rows[0], rows[1]), builder.add(rows[2], rows[3]))
-        builder.store(builder.add(builder.load(pa, align=4), total), pa, align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
+from .lut_stage import CHUNK, LANES, rc_stage_maps  # the kernel lives with the helpers it calls
 
 
 def level_table(table: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, int]:
@@ -111,82 +59,6 @@ def combined_tables(tables, window_offsets):
             pos += block.size
     return (np.array(offsets, np.int64), np.array(lanes, np.int64), np.array(start, np.int64),
             np.concatenate(blocks))
-
-
-@parallel_jit
-def rc_stage_maps(maps, pad, offsets, lanes, start, combined, levels, level_start, level_len,
-                  base, lane_map):
-    """For every pixel, RC branch j and rotation r: ``#{k : sum_p table_j[p, pixel_p] >= thr[k]}``.
-
-    maps:        (planes, M, H + 2*pad, W + 2*pad) uint8; map 0 (the edge-padded stage input,
-                 pad >= every window's half width) is read, and for lane l = 4 j + r the rows
-                 ``pad .. pad + H`` of map ``lane_map[l]`` are written (left/right padding too)
-    offsets, lanes, start, combined: :func:`combined_tables`
-    levels:      the branches' level look-ups (:func:`level_table`) end to end; branch j's is
-                 ``levels[level_start[j]:level_start[j] + level_len[j]]``, over totals from
-                 ``base[j]``
-
-    Row at a time: for each window offset, one combined row (all the lanes it feeds) is added
-    into an int32 accumulator per pixel (|sum| <= 225 * 32768 < 2**31).
-    """
-    n_planes, n_maps, padded_h, padded_w = maps.shape
-    height = padded_h - 2 * pad
-    width = padded_w - 2 * pad
-    n_lanes = lane_map.shape[0]
-    n_acc = -(-n_lanes // CHUNK) * CHUNK
-    n_off = offsets.shape[0]
-    n_rows = n_planes * height
-    n_chunks = min(n_rows, 32)
-    for chunk in prange(n_chunks):
-        acc = np.empty((width, n_acc), np.int32)
-        flat_acc = acc.reshape(width * n_acc)
-        for row in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
-            plane = row // height
-            y = row - plane * height
-            acc[:, :] = 0
-            # up to 4 RC branches: every offset feeds one 16-lane chunk; four offsets at a time
-            n4 = n_off - n_off % 4 if n_acc == CHUNK else 0
-            for o in range(0, n4, 4):
-                # unsigned indices: no negative-index wraparound in the loops below
-                sa = maps[plane, 0, pad + y + offsets[o, 0]]
-                sb = maps[plane, 0, pad + y + offsets[o + 1, 0]]
-                sc = maps[plane, 0, pad + y + offsets[o + 2, 0]]
-                sd = maps[plane, 0, pad + y + offsets[o + 3, 0]]
-                xa = np.uintp(pad + offsets[o, 1])
-                xb = np.uintp(pad + offsets[o + 1, 1])
-                xc = np.uintp(pad + offsets[o + 2, 1])
-                xd = np.uintp(pad + offsets[o + 3, 1])
-                ta = np.uintp(start[o])
-                tb = np.uintp(start[o + 1])
-                tc = np.uintp(start[o + 2])
-                td = np.uintp(start[o + 3])
-                n_c = np.uintp(CHUNK)
-                for x in range(width):
-                    ux = np.uintp(x)
-                    _add_widened4(flat_acc, x * CHUNK, combined, ta + np.uintp(sa[xa + ux]) * n_c,
-                                  tb + np.uintp(sb[xb + ux]) * n_c,
-                                  tc + np.uintp(sc[xc + ux]) * n_c,
-                                  td + np.uintp(sd[xd + ux]) * n_c)
-            for o in range(n4, n_off):
-                src = maps[plane, 0, pad + y + offsets[o, 0]]
-                x0 = np.uintp(pad + offsets[o, 1])
-                n_l = np.uintp(lanes[o])
-                s0 = np.uintp(start[o])
-                for x in range(width):
-                    t = s0 + np.uintp(src[x0 + np.uintp(x)]) * n_l
-                    for l0 in range(0, n_l, CHUNK):
-                        _add_widened(flat_acc, x * n_acc + l0, combined, t + l0)
-            for lane in range(n_lanes):
-                j = lane // LANES
-                lv = levels[level_start[j]:level_start[j] + level_len[j]]
-                top = level_len[j] - 1
-                b = base[j]
-                dst = maps[plane, lane_map[lane], pad + y]
-                for x in range(width):
-                    dst[pad + x] = lv[min(max(np.int64(acc[x, lane]) - b, 0), top)]
-                for x in range(pad):
-                    dst[x] = dst[pad]
-                    dst[pad + width + x] = dst[pad + width - 1]
 
 
 def rc_index_maps(padded, offsets, table, levels, base, out):
