@@ -10,8 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reference import rc_index_map
-from strategies import random_arrays
 from rclut_numba.bicubic import _contributions
 from rclut_numba.bicubic import upscale as bicubic_upscale
 from rclut_numba.engine import LutModel, window_offsets
@@ -19,6 +17,8 @@ from rclut_numba.imaging import YCC_INVERSE, YCC_OFFSET
 from rclut_numba.kernels import colour, lut_stage, planes
 from rclut_numba.kernels.rc_window import combined_tables, level_table
 from rclut_numba.spec import Branch, ModelSpec, Stage
+from reference import rc_index_map
+from strategies import random_arrays
 
 
 # ---- the intrinsics' Python twins: the same arithmetic, with their bounds asserted ----------
@@ -57,11 +57,14 @@ def _patch_python_helpers(mp):
                 mp.setattr(module, name, helper.py_func)
 
 
-def _compiled_and_python(monkeypatch, kernel, make_args, out_index):
-    """Run ``kernel`` compiled, then as Python, on fresh arguments; both outputs."""
-    args = make_args()
+def _compiled_and_python(monkeypatch, kernel, args, out_index):
+    """Run ``kernel`` compiled, then as Python, each on a copy of ``args``; both outputs."""
+    def fresh():
+        return tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+
+    args = fresh()
     kernel(*args)
-    args_py = make_args()
+    args_py = fresh()
     with monkeypatch.context() as mp:
         _patch_python_helpers(mp)
         kernel.py_func(*args_py)
@@ -87,14 +90,14 @@ def test_stage_kernels_as_python_equal_compiled(spec, monkeypatch):
     h, w, n = image.shape
     model.fuse = False  # the stage kernels one at a time
     expected = np.moveaxis(model.upscale_channels(image, tile=None), -1, 0)
-    maps, maps_py = _compiled_and_python(monkeypatch, planes.pad_planes, lambda: (
-        image, model._plans[0].new_maps(n, h, w), model._plans[0].pad), 1)
+    maps, maps_py = _compiled_and_python(monkeypatch, planes.pad_planes, (
+        image, np.zeros_like(model._plans[0].new_maps(n, h, w)), model._plans[0].pad), 1)
     assert np.array_equal(maps[:, 0], maps_py[:, 0])  # maps 1.. are the RC kernel's to fill
-    for plan, after in zip(model._plans, model._plans[1:] + [None]):
+    for plan, after in zip(model._plans, model._plans[1:] + [None], strict=True):
         p = plan.pad
         if plan.rc is not None:
             got, got_py = _compiled_and_python(
-                monkeypatch, lut_stage.rc_stage_maps, lambda m=maps: (m.copy(), p, *plan.rc), 0)
+                monkeypatch, lut_stage.rc_stage_maps, (maps, p, *plan.rc), 0)
             assert np.array_equal(got[:, 1:, p:-p], got_py[:, 1:, p:-p])
             maps = got
             maps[:, 1:, :p] = maps[:, 1:, p:p + 1]
@@ -102,16 +105,14 @@ def test_stage_kernels_as_python_equal_compiled(spec, monkeypatch):
         common = (plan.reads, plan.n_inputs, plan.row_start, plan.tables, plan.interval,
                   plan.levels)
         if after is None:
-            got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_stage_block,
-                                               lambda m=maps: (
-                m, p, *common, plan.divisor, plan.out_scale,
+            got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_stage_block, (
+                maps, p, *common, plan.den, plan.out_scale,
                 np.zeros((n, h * plan.out_scale, w * plan.out_scale), np.uint8)), -1)
             assert np.array_equal(got, got_py)
             assert np.array_equal(got, expected)
         else:
-            got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_stage_single,
-                                               lambda m=maps: (
-                m, p, *common, plan.bias, plan.divisor,
+            got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_stage_single, (
+                maps, p, *common, plan.bias, plan.den,
                 np.zeros_like(after.new_maps(n, h, w)), after.pad), -2)
             assert np.array_equal(got, got_py)
             maps = after.new_maps(n, h, w)
@@ -130,8 +131,8 @@ def test_fused_two_stage_kernel_as_python_equals_compiled_and_per_stage(spec, mo
     first, last = model._plans
     h, w, n = image.shape
     for bands in (1, 2, 5, 11):
-        got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_two_stages, lambda b=bands: (
-            image, b, spec.interval, spec.levels, spec.scale, *first.fused_args(),
+        got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_two_stages, (
+            image, bands, spec.interval, spec.levels, spec.scale, *first.fused_args(),
             *last.fused_args(), np.zeros((n, h * spec.scale, w * spec.scale), np.uint8)), -1)
         assert np.array_equal(got, expected) and np.array_equal(got_py, expected)
 
@@ -151,7 +152,7 @@ def test_rc_stage_maps_equal_reference_per_branch_and_rotation(windows, seed, h,
         lo, hi = t.min(axis=1).astype(np.int64).sum(), t.max(axis=1).astype(np.int64).sum()
         thresholds.append(np.sort(rng.integers(lo, hi + 1, 255)).astype(np.int32))
         tables.append(t)
-    steps = [level_table(t, thr) for t, thr in zip(tables, thresholds)]
+    steps = [level_table(t, thr) for t, thr in zip(tables, thresholds, strict=True)]
     pad = windows[0] // 2
     maps = np.zeros((1, 1 + 4 * len(windows), h + 2 * pad, w + 2 * pad), np.uint8)
     maps[0, 0] = np.pad(image, pad, mode="edge")
@@ -162,7 +163,7 @@ def test_rc_stage_maps_equal_reference_per_branch_and_rotation(windows, seed, h,
                             np.concatenate([lv for lv, _ in steps]), starts, lengths,
                             np.array([b for _, b in steps], np.int64),
                             np.arange(1, 1 + 4 * len(windows), dtype=np.int64))
-    for j, (t, thr) in enumerate(zip(tables, thresholds)):
+    for j, (t, thr) in enumerate(zip(tables, thresholds, strict=True)):
         for r in range(4):
             expected = np.rot90(rc_index_map(np.rot90(image, r), t, thr), -r)
             assert np.array_equal(maps[0, 1 + 4 * j + r, pad:pad + h, pad:pad + w], expected)
@@ -180,10 +181,8 @@ def test_fused_chroma_kernel_equals_imresize_then_conversion(shape, scale, monke
     rw, ri = _contributions(h, h * scale, float(scale))
     cw, ci = _contributions(w, w * scale, float(scale))
 
-    def args():
-        return (y_up, np.ascontiguousarray(np.moveaxis(chroma, -1, 0)), rw, ri, cw, ci,
-                YCC_INVERSE, YCC_OFFSET, np.zeros((h * scale, w * scale, 3), np.uint8))
-
+    args = (y_up, np.ascontiguousarray(np.moveaxis(chroma, -1, 0)), rw, ri, cw, ci,
+            YCC_INVERSE, YCC_OFFSET, np.zeros((h * scale, w * scale, 3), np.uint8))
     got, got_py = _compiled_and_python(monkeypatch, colour.upscale_chroma_to_rgb, args, -1)
     assert np.array_equal(got, expected) and np.array_equal(got_py, expected)
 
