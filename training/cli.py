@@ -5,6 +5,7 @@
   rclut-train eval-network --config C --weights W --data DIR
   rclut-train transfer RUN|CHECKPOINT|WEIGHTS.npz -o model.npz [--config C] [--force]
   rclut-train finetune model.npz --data DIR [DIR...] -o model_ft.npz [--steps N] [--resume]
+  rclut-train pipeline CONFIG [--threads N] [--until STAGE]   (see training/pipeline.py)
 
 ``--weights`` takes a run checkpoint (``RUN/last.pt``, ``RUN/best.pt``) or the published
 MuLUT network (``network_2022.npz``).  Data-parallel training: ``torchrun --nproc_per_node N
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--stop-after", type=int, help="stop after this step (schedule unchanged)")
     f.add_argument("--resume", action="store_true")
     f.add_argument("--force", action="store_true", help="overwrite the output")
+    q = sub.add_parser("pipeline", help="train, transfer, fine-tune, stamp, evaluate and publish "
+                       "a model as its config's [pipeline] and [finetune] tables declare")
+    q.add_argument("config", help="config file with [model], [train], [pipeline], [finetune]")
+    q.add_argument("--threads", type=int, help="CPU threads (default: [pipeline] threads, else "
+                                               "all cores)")
+    q.add_argument("--until", help="stop after this stage: train, transfer, ft1.., stamp, eval")
     return p
 
 
@@ -104,24 +111,38 @@ def _load_network(source, config, which="best"):
     return model_from_checkpoint(load_checkpoint(source)), source
 
 
-def _transfer(args) -> None:
+def write_transferred_bundle(source, out, *, config=None, which="best", spread_rc=False,
+                             force=False, say=print) -> None:
+    """Sample a network (run folder, checkpoint or MuLUT weights) into the bundle ``out``."""
     from rclut_numba.bundle import bundle_size_kb, save_bundle
     from rclut_numba.rc_storage import project_rc_tables
 
     from .transfer import transfer
 
-    out = Path(args.output)
-    if out.exists() and not args.force:
+    out = Path(out)
+    if out.exists() and not force:
         raise FileExistsError(f"{out} exists; use --force to overwrite")
-    model, source = _load_network(args.source, args.config, args.checkpoint)
-    spec, arrays = transfer(model.eval(), spread_rc=args.spread_rc)
+    model, source = _load_network(source, config, which)
+    spec, arrays = transfer(model.eval(), spread_rc=spread_rc)
     # RC rows onto the bundle's packed grid (rclut_numba.rc_storage): 40 KB less, ~0.002 dB
     arrays = project_rc_tables(arrays)
     spec = type(spec)(spec.name, spec.scale, spec.stages, spec.interval,
                       extra={**spec.extra, "transferred_from": str(source),
-                             "spread_rc": bool(args.spread_rc)})
-    save_bundle(out, spec, arrays, force=args.force)
-    print(f"wrote {out}: {spec.describe()}, {bundle_size_kb(spec, arrays):.1f} KB of tables")
+                             "spread_rc": bool(spread_rc)})
+    save_bundle(out, spec, arrays, force=force)
+    say(f"wrote {out}: {spec.describe()}, {bundle_size_kb(spec, arrays):.1f} KB of tables")
+
+
+def _transfer(args) -> None:
+    write_transferred_bundle(args.source, args.output, config=args.config, which=args.checkpoint,
+                             spread_rc=args.spread_rc, force=args.force)
+
+
+def _pipeline(args) -> None:
+    from .pipeline import run_pipeline
+
+    status = run_pipeline(args.config, threads=args.threads, until=args.until)
+    print("pipeline: " + ", ".join(f"{k} {v}" for k, v in status.items()), flush=True)
 
 
 def _finetune(args) -> None:
@@ -210,7 +231,7 @@ def main(argv=None) -> int:
 
     try:
         {"train": _train_cmd, "eval-network": _eval_network, "transfer": _transfer,
-         "finetune": _finetune}[args.command](args)
+         "finetune": _finetune, "pipeline": _pipeline}[args.command](args)
     except TrainStopped as e:
         print(f"rclut-train: {e}", file=sys.stderr)
         return 128 + e.signum

@@ -1,1 +1,0 @@
-.venv/bin/python -m training.cli finetune runs/mulut_pub/transferred.npz --data ../shared/data/train/T91 ../shared/data/train/BSD200 ../shared/data/train/DIV2K_gray -o runs/mulut_pub/mulut_ft_lr0.1.npz --run runs/mulut_pub/ft_lr0.1 --steps 400 --batch-size 16 --lr 0.1 --lr-min 0.01 --val-every 100 --threads 1

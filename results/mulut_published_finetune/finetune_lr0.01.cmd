@@ -1,1 +1,0 @@
-.venv/bin/python -m training.cli finetune runs/mulut_pub/transferred.npz --data ../shared/data/train/T91 ../shared/data/train/BSD200 ../shared/data/train/DIV2K_gray -o runs/mulut_pub/mulut_ft.npz --run runs/mulut_pub/ft --steps 200 --batch-size 16 --val-every 100 --threads 1

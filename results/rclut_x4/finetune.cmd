@@ -1,1 +1,0 @@
-.venv/bin/python -m training.cli finetune runs/rclut_x4/transferred.npz --data ../shared/data/train/T91 ../shared/data/train/BSD200 ../shared/data/train/DIV2K_gray -o runs/rclut_x4/rclut_x4_ft.npz --run runs/rclut_x4/ft --steps 150 --batch-size 16 --lr 0.1 --lr-min 0.01 --val-every 50

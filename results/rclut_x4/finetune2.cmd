@@ -1,1 +1,0 @@
-.venv/bin/python -m training.cli finetune rclut_numba/models/rclut_x4.npz --data ../shared/data/train/T91 ../shared/data/train/BSD200 ../shared/data/train/DIV2K_gray -o runs/rclut_x4/rclut_x4_ft2.npz --run runs/rclut_x4/ft2 --steps 300 --batch-size 16 --lr 0.05 --lr-min 0.005 --val-every 100

@@ -1,2 +1,0 @@
-.venv/bin/python -m training.cli finetune runs/rclut_x4/ft10000.npz --data ../shared/data/train/T91 ../shared/data/train/BSD200 ../shared/data/train/DIV2K_gray -o runs/rclut_x4/ft10000_more.npz --run runs/rclut_x4/ft10000_more --steps 2000 --batch-size 16 --lr 0.03 --lr-min 0.003 --val-every 500 --threads 2
-for s in Set5 Set14 B100; do .venv/bin/rclut eval --threads 2 --model runs/rclut_x4/ft10000_more.npz ../shared/data/benchmark/$s; done

@@ -1,1 +1,0 @@
-.venv/bin/python -m training.cli train --config training/configs/rclut.toml --data ../shared/data/train/T91 ../shared/data/train/BSD200 ../shared/data/train/DIV2K_gray --out runs/rclut_x4 --steps 1100 --set val_every=250 --set ckpt_every=50 --set log_every=10

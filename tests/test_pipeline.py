@@ -1,0 +1,136 @@
+"""training.pipeline: one config from images to a published, scored bundle; resumable."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.config import ConfigError
+from training.data import synthetic_images
+from training.pipeline import load_pipeline, progress_markdown, run_pipeline, run_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path: Path, legs=2, extra="") -> Path:
+    data = tmp_path / "images"
+    synthetic_images(data, n=3, size=96)
+    bench = tmp_path / "bench"
+    synthetic_images(bench / "HR", n=2, size=64, seed=5)
+    text = f'''
+[model]
+name = "SR-LUT"
+scale = 4
+interval = 64
+stages = [["S"]]
+
+[train]
+nf = 4
+batch_size = 2
+crop = 12
+steps = 6
+val_every = 0
+ckpt_every = 100
+log_every = 1
+
+[pipeline]
+name = "tiny_x4"
+data = ["{data}"]
+run = "{tmp_path / 'run'}"
+results = "{tmp_path / 'results'}"
+threads = 1
+eval_sets = ["{bench}"]
+report_every = 4
+{extra}
+'''
+    for i in range(legs):
+        text += f"\n[[finetune.legs]]\nsteps = 2\nlr = {0.1 / (i + 1)}\nlr_min = 0.001\n" \
+                "batch_size = 2\ncrop = 12\nval_every = 0\n"
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+def test_full_pipeline_then_rerun_skips_everything(tmp_path):
+    cfg = _config(tmp_path)
+    status = run_pipeline(cfg, say=lambda _s: None)
+    assert status == {"train": "done", "transfer": "done", "ft1": "done", "ft2": "done",
+                      "stamp": "done", "eval": "done", "results": "done"}
+    res = tmp_path / "results"
+    names = sorted(p.name for p in res.iterdir())
+    assert names == ["config.toml", "finetune1_log.jsonl", "finetune2_log.jsonl",
+                     "network_step6.pt", "results.md", "tiny_x4.npz", "train_log.jsonl"]
+    from rclut_numba.bundle import load_bundle
+
+    spec, _ = load_bundle(res / "tiny_x4.npz")
+    assert spec.extra["training"]["steps"] == 6
+    assert spec.extra["training"]["finetune_steps"] == 4
+    md = (res / "results.md").read_text()
+    assert "network steps: 6 / 6" in md and "PSNR" in md
+    scores = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert list(scores) == ["bench"] and scores["bench"]["psnr"] > 0
+    again = run_pipeline(cfg, say=lambda _s: None)
+    assert {k: v for k, v in again.items() if k != "results"} == {
+        k: "skipped" for k in ("train", "transfer", "ft1", "ft2", "stamp", "eval")}
+
+
+def test_stopped_pipeline_continues_where_it_stopped(tmp_path):
+    cfg = _config(tmp_path)
+    assert run_pipeline(cfg, until="ft1", say=lambda _s: None)["ft1"] == "done"
+    assert not (tmp_path / "run" / "ft2.npz").exists()
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "network steps: 6 / 6" in md  # refreshed while training (report_every = 4)
+    status = run_pipeline(cfg, say=lambda _s: None)
+    assert status["train"] == status["transfer"] == status["ft1"] == "skipped"
+    assert status["ft2"] == "done"
+
+
+def test_bad_pipeline_tables_are_refused(tmp_path):
+    cfg = _config(tmp_path, extra="bogus = 1")
+    with pytest.raises(ConfigError, match="unknown key.*bogus"):
+        load_pipeline(cfg)
+    cfg = _config(tmp_path, extra='spread_rc = "yes"')
+    with pytest.raises(ConfigError, match="spread_rc must be bool"):
+        load_pipeline(cfg)
+    text = cfg.read_text().replace('spread_rc = "yes"', "").replace("steps = 2\n", "steps = 0\n")
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match="legs.*#1"):
+        load_pipeline(cfg)
+
+
+def test_each_part_of_a_run_is_charged_its_own_speed(tmp_path):
+    # 1000 steps at 4 s, then (resumed faster) 1000 at 2 s, logged every 10 steps, with a
+    # validation record and a 3-record burst of contention in each part
+    recs = []
+    for k in range(1, 201):
+        speed = 4.0 if k <= 100 else 2.0
+        if k in (40, 41, 42, 150, 151, 152):
+            speed = 30.0
+        recs.append({"step": 10 * k, "loss": 0.01, "lr": 1e-3, "s_per_step": speed})
+        if k % 25 == 0:
+            recs.append({"step": 10 * k, "val_psnr": 29.0})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    steps, seconds = run_seconds(run)
+    assert steps == 2000
+    assert seconds == pytest.approx(1000 * 4.0 + 1000 * 2.0, rel=0.02)
+
+
+def test_progress_page_shows_curve_and_eta(tmp_path):
+    cfg = _config(tmp_path)
+    _, tc, pc = load_pipeline(cfg)
+    run = pc.run_dir
+    run.mkdir()
+    recs = [{"step": 100, "loss": 0.01, "lr": 1e-3, "s_per_step": 2.0},
+            {"step": 100, "val_psnr": 29.5, "val_ssim": 0.8,
+             "val": {"Set5": {"psnr": 29.5, "ssim": 0.8}, "Set14": {"psnr": 26.5, "ssim": 0.7}}}]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    tc.steps = 1000
+    md = progress_markdown(pc, tc, "train")
+    assert "network steps: 100 / 1000" in md
+    assert "ETA 0.5 h" in md
+    assert "| 100 | 26.5000 | 29.5000 |" in md

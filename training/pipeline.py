@@ -1,0 +1,384 @@
+"""``rclut-train pipeline CONFIG``: one declared recipe from images to a scored LUT bundle.
+
+The config TOML holds the model (``[model]``), the network training (``[train]``) and:
+
+    [pipeline]
+    name = "rclut_x4"                 # results/<name>/ and the bundle's file name
+    data = ["../shared/data/train"]   # HR folders (searched recursively); relative: repo root
+    run = "runs/rclut_x4"             # working folder (git-ignored); default runs/<name>
+    results = "results/rclut_x4"      # what is published; default results/<name>
+    threads = 2                       # CPU threads of every stage (default: all cores)
+    eval_sets = ["Set5", "Set14", "B100"]   # under ../shared/data/benchmark/, or paths
+    report_every = 1000               # results.md is refreshed every N network steps
+    transfer_checkpoint = "last"      # or "best" (best validation PSNR)
+    spread_rc = false                 # rclut-train transfer --spread-rc
+
+    [[finetune.legs]]                 # LUT fine-tuning legs, run in order
+    steps = 1500
+    lr = 0.1
+    lr_min = 0.005
+    batch_size = 16                   # optional: crop (48), val_every (500), freeze_rc (false)
+
+Stages, each skipped when its output exists and resumed when half done (re-running the command
+is always safe, and it is how a stopped pipeline continues):
+
+1. ``train``: ``RUN/last.pt`` until its step is ``[train] steps`` (resumed in place; the
+   schedule never restarts), ``results/<name>/results.md`` refreshed every ``report_every``
+   steps with steps done, s/step, the validation curve and the ETA;
+2. ``transfer``: ``RUN/transferred.npz``;
+3. ``ft1`` .. ``ftN``: ``RUN/ftK.npz`` through ``RUN/ftK/`` (resumable runs of their own);
+4. ``stamp``: ``RUN/<name>.npz``, the last bundle with its budget in ``spec.extra["training"]``
+   (steps, wall and CPU hours of each part, read from the logs);
+5. ``eval``: ``RUN/eval.json``, PSNR / SSIM of the bundle on every eval set (numba engine);
+6. ``results``: ``results/<name>/``: the config, the logs, the final network checkpoint, the
+   bundle and ``results.md``.  Intermediate checkpoints never leave ``RUN/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from rclut_numba.fileio import atomic_write
+
+from .config import ConfigError, TrainConfig, load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO_ROOT.parent / "shared" / "data" / "benchmark"
+
+__all__ = ["FinetuneLeg", "PipelineConfig", "load_pipeline", "run_pipeline", "run_seconds"]
+
+
+@dataclass
+class FinetuneLeg:
+    steps: int
+    lr: float
+    lr_min: float
+    batch_size: int = 16
+    crop: int = 48
+    val_every: int = 500
+    freeze_rc: bool = False
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    data: list[str]
+    run: str = ""
+    results: str = ""
+    threads: int = 0
+    eval_sets: list[str] = field(default_factory=lambda: ["Set5", "Set14", "B100"])
+    report_every: int = 1000
+    transfer_checkpoint: str = "last"
+    spread_rc: bool = False
+    legs: list[FinetuneLeg] = field(default_factory=list)
+
+    def path(self, p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else REPO_ROOT / q
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path(self.run or f"runs/{self.name}")
+
+    @property
+    def results_dir(self) -> Path:
+        return self.path(self.results or f"results/{self.name}")
+
+    @property
+    def data_dirs(self) -> list[Path]:
+        return [self.path(d) for d in self.data]
+
+
+def _typed(table: dict, cls, where: str):
+    """``cls(**table)`` with unknown keys and wrong types refused (the message names them)."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(k for k in known if k != 'legs')}")
+    kinds = {"int": int, "float": (int, float), "str": str, "bool": bool,
+             "list[str]": list, "list[FinetuneLeg]": list}
+    for key, value in table.items():
+        want = kinds[str(known[key].type)]
+        if isinstance(value, bool) and want is not bool or not isinstance(value, want):
+            raise ConfigError(f"{where}: {key} must be {known[key].type}, got {value!r}")
+    try:
+        return cls(**table)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_pipeline(path) -> tuple:
+    """``(spec, TrainConfig, PipelineConfig)`` of a config file with a ``[pipeline]`` table."""
+    path = Path(path)
+    spec, cfg = load_config(path)
+    data = tomllib.loads(path.read_text())
+    table = data.get("pipeline")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} has no [pipeline] table (see training/pipeline.py)")
+    pc = _typed(dict(table), PipelineConfig, f"{path} [pipeline]")
+    legs = data.get("finetune", {}).get("legs", [])
+    if not isinstance(legs, list):
+        raise ConfigError(f"{path}: [finetune] legs must be a list of [[finetune.legs]] tables")
+    pc.legs = [_typed(dict(leg), FinetuneLeg, f"{path} [[finetune.legs]] #{i + 1}")
+               for i, leg in enumerate(legs)]
+    if not pc.name or "/" in pc.name or pc.name.startswith("."):
+        raise ConfigError(f"{path} [pipeline]: name must be a plain folder name, got {pc.name!r}")
+    if not pc.data:
+        raise ConfigError(f"{path} [pipeline]: data lists no training folder")
+    if pc.transfer_checkpoint not in ("last", "best"):
+        raise ConfigError(f"{path} [pipeline]: transfer_checkpoint must be \"last\" or \"best\"")
+    for i, leg in enumerate(pc.legs):
+        if leg.steps < 1 or not 0 < leg.lr_min <= leg.lr:
+            raise ConfigError(f"{path} [[finetune.legs]] #{i + 1}: needs steps >= 1 and "
+                              f"0 < lr_min <= lr")
+    return spec, cfg, pc
+
+
+# -- budget from the logs ---------------------------------------------------------------------
+def run_seconds(run: Path, window: int = 10) -> tuple[int, float]:
+    """(last step, seconds) of a run: each logged interval's steps times the median seconds per
+    step of the records within ``window`` of it.
+
+    A median, not the logged times, so that time a run spent paused or sharing the cores with
+    other jobs does not count as its cost; a local one, so that a run that changed speed on
+    resuming is charged each part's own speed."""
+    log = run / "log.jsonl"
+    if not log.is_file():
+        raise ConfigError(f"{log} not found")
+    timed = sorted((r for r in _records(log) if "s_per_step" in r), key=lambda r: r["step"])
+    if not timed:
+        raise ConfigError(f"{log} has no timed steps")
+    speeds = [r["s_per_step"] for r in timed]
+    seconds, previous = 0.0, 0
+    for i, r in enumerate(timed):
+        local = statistics.median(speeds[max(0, i - window):i + window + 1])
+        seconds += (r["step"] - previous) * local
+        previous = r["step"]
+    return previous, seconds
+
+
+def _records(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return out
+
+
+def _checkpoint_step(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    from .train import load_checkpoint
+
+    return int(load_checkpoint(path)["step"])
+
+
+# -- results.md ------------------------------------------------------------------------------
+def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str) -> str:
+    """Where the pipeline stands: steps done, s/step, the validation curve, ETA, scores."""
+    run = pc.run_dir
+    log = run / "log.jsonl"
+    recs = _records(log) if log.is_file() else []
+    timed = [r for r in recs if "s_per_step" in r]
+    vals = [r for r in recs if "val_psnr" in r]
+    done = max((r["step"] for r in recs), default=0)
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"# {pc.name}", "", f"Made by `rclut-train pipeline results/{pc.name}/config.toml` "
+             f"(stage now: **{stage}**, updated {now}).", ""]
+    recent = [r["s_per_step"] for r in timed[-20:]]
+    sps = statistics.median(recent) if recent else None
+    lines.append(f"- network steps: {done} / {cfg.steps} (batch {cfg.batch_size}, crop "
+                 f"{cfg.crop}, lr {cfg.lr:g} -> {cfg.lr_min:g} cosine, precision "
+                 f"{cfg.training_precision})")
+    if sps:
+        eta = (cfg.steps - done) * sps / 3600
+        lines.append(f"- s/step (median of the last {len(recent)} log records): {sps:.2f}; "
+                     f"network ETA {eta:.1f} h of training at that speed")
+    lines.append(f"- data: {', '.join(pc.data)}")
+    if vals:
+        names = sorted({k for r in vals for k in r.get("val", {})})
+        lines += ["", "Network validation PSNR (float32 network, Y, shave 4):", ""]
+        if names:
+            lines.append("| step | " + " | ".join(names) + " |")
+            lines.append("|---:|" + "---:|" * len(names))
+            for r in vals:
+                lines.append(f"| {r['step']} | " + " | ".join(
+                    f"{r['val'][n]['psnr']:.4f}" if n in r.get("val", {}) else "" for n in names)
+                    + " |")
+        else:
+            lines += ["| step | PSNR |", "|---:|---:|"]
+            lines += [f"| {r['step']} | {r['val_psnr']:.4f} |" for r in vals]
+    ev = run / "eval.json"
+    if ev.is_file():
+        scores = json.loads(ev.read_text())
+        lines += ["", "Bundle (numba engine), PSNR / SSIM:", "",
+                  "| " + " | ".join(scores) + " |", "|" + "---:|" * len(scores),
+                  "| " + " | ".join(f"{v['psnr']:.4f} / {v['ssim']:.4f}"
+                                    for v in scores.values()) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def _write_results_md(pc, cfg, stage):
+    pc.results_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(pc.results_dir / "results.md", "w") as f:
+        f.write(progress_markdown(pc, cfg, stage))
+
+
+# -- the stages ------------------------------------------------------------------------------
+def run_pipeline(config, *, threads: int | None = None, until: str | None = None,
+                 say=print) -> dict:
+    """Run (or continue) every stage of ``config``; returns ``{stage: "done"|"skipped"}``.
+
+    ``until``: stop after that stage (``train``, ``transfer``, ``ft1``.., ``stamp``, ``eval``).
+    """
+    import torch
+
+    from .finetune import finetune
+    from .train import train
+
+    config = Path(config)
+    spec, cfg, pc = load_pipeline(config)
+    threads = threads or pc.threads or None
+    if threads:
+        torch.set_num_threads(threads)
+    run = pc.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    status: dict[str, str] = {}
+
+    def finished(stage):
+        status[stage] = status.get(stage, "done")
+        return until == stage
+
+    # 1. network
+    step = _checkpoint_step(run / "last.pt")
+    if step >= cfg.steps:
+        status["train"] = "skipped"
+    while step < cfg.steps:
+        target = min(cfg.steps, (step // pc.report_every + 1) * pc.report_every)
+        say(f"pipeline {pc.name}: train to step {target} of {cfg.steps}")
+        train(config, pc.data_dirs, run, resume=(run / "last.pt").exists(), stop_after=target,
+              threads=threads, cache_dir=run / "cache", quiet=False)
+        step = _checkpoint_step(run / "last.pt")
+        _write_results_md(pc, cfg, "train")
+    if finished("train"):
+        return status
+
+    # 2. transfer
+    transferred = run / "transferred.npz"
+    if transferred.exists():
+        status["transfer"] = "skipped"
+    else:
+        from .cli import write_transferred_bundle
+
+        write_transferred_bundle(run, transferred, which=pc.transfer_checkpoint,
+                                 spread_rc=pc.spread_rc, say=say)
+    if finished("transfer"):
+        return status
+
+    # 3. LUT fine-tuning legs
+    source = transferred
+    val = str(BENCHMARKS / "Set5")
+    for i, leg in enumerate(pc.legs, 1):
+        out, leg_run = run / f"ft{i}.npz", run / f"ft{i}"
+        if out.exists():
+            status[f"ft{i}"] = "skipped"
+        else:
+            say(f"pipeline {pc.name}: LUT fine-tuning leg {i}/{len(pc.legs)}: {leg.steps} steps, "
+                f"lr {leg.lr:g} -> {leg.lr_min:g}")
+            finetune(source, pc.data_dirs, out, steps=leg.steps, batch_size=leg.batch_size,
+                     crop=leg.crop, lr=leg.lr, lr_min=leg.lr_min, run_dir=leg_run,
+                     resume=(leg_run / "last.pt").exists(), val_every=leg.val_every,
+                     val_data=val, train_rc=not leg.freeze_rc, threads=threads)
+        source = out
+        if finished(f"ft{i}"):
+            return status
+
+    # 4. stamp
+    final = run / f"{pc.name}.npz"
+    if final.exists():
+        status["stamp"] = "skipped"
+    else:
+        stamp_budget(source, final, pc, cfg, threads or torch.get_num_threads())
+    if finished("stamp"):
+        return status
+
+    # 5. eval
+    ev = run / "eval.json"
+    if ev.exists():
+        status["eval"] = "skipped"
+    else:
+        scores = evaluate_bundle(final, pc.eval_sets, say)
+        with atomic_write(ev, "w") as f:
+            json.dump(scores, f, indent=1)
+    if finished("eval"):
+        return status
+
+    # 6. results folder
+    publish_results(pc, cfg, config, final)
+    status["results"] = "done"
+    return status
+
+
+def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfig,
+                 threads: int) -> None:
+    """Copy the bundle ``source`` to ``output`` with its training budget in the spec."""
+    from rclut_numba.bundle import load_bundle, save_bundle
+
+    run = pc.run_dir
+    spec, arrays = load_bundle(source)
+    steps, wall = run_seconds(run)
+    ft_steps, ft_wall = 0, 0.0
+    for i in range(1, len(pc.legs) + 1):
+        s, w = run_seconds(run / f"ft{i}")
+        ft_steps, ft_wall = ft_steps + s, ft_wall + w
+    spec.extra["training"] = {
+        "steps": steps, "schedule_steps": cfg.steps, "batch_size": cfg.batch_size,
+        "crop": cfg.crop, "nf": cfg.nf, "precision": cfg.training_precision,
+        "data": ", ".join(pc.data), "threads": threads,
+        "wall_hours": round(wall / 3600, 2), "cpu_hours": round(wall / 3600 * threads, 1),
+        "finetune_steps": ft_steps, "finetune_wall_hours": round(ft_wall / 3600, 2),
+        "finetune_cpu_hours": round(ft_wall / 3600 * threads, 1),
+        "commands": f"results/{pc.name}/",
+    }
+    save_bundle(output, spec, arrays)
+
+
+def evaluate_bundle(bundle: Path, sets, say=print) -> dict:
+    from rclut_numba.engine import load_model
+    from rclut_numba.evaluation import evaluate
+
+    model = load_model(bundle)
+    scores = {}
+    for item in sets:
+        folder = Path(item) if Path(item).is_absolute() else BENCHMARKS / item
+        name = folder.name
+        r = evaluate(model.upscale, folder, model.spec.scale, out=lambda _s: None)
+        scores[name] = {"psnr": r["mean_psnr"], "ssim": r["mean_ssim"]}
+        say(f"  {name}: PSNR {r['mean_psnr']:.4f} SSIM {r['mean_ssim']:.4f}")
+    return scores
+
+
+def publish_results(pc: PipelineConfig, cfg: TrainConfig, config: Path, final: Path) -> None:
+    """results/<name>/: config, logs, final network checkpoint, bundle, results.md."""
+    run, dest = pc.run_dir, pc.results_dir
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = {config: dest / "config.toml", run / "log.jsonl": dest / "train_log.jsonl",
+              run / "last.pt": dest / f"network_step{cfg.steps}.pt", final: dest / final.name}
+    for i in range(1, len(pc.legs) + 1):
+        copies[run / f"ft{i}" / "log.jsonl"] = dest / f"finetune{i}_log.jsonl"
+    for src, dst in copies.items():
+        if src.resolve() == dst.resolve():
+            continue
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    _write_results_md(pc, cfg, "done")
