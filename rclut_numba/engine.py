@@ -163,9 +163,10 @@ class _StagePlan:
     def new_maps(self, n_planes: int, h: int, w: int) -> np.ndarray:
         return np.empty((n_planes, self.n_maps, h + 2 * self.pad, w + 2 * self.pad), np.uint8)
 
-    def run(self, maps: np.ndarray, out: np.ndarray, out_pad: int = 0) -> None:
+    def run(self, maps: np.ndarray, out: np.ndarray, out_pad: int = 0, c0: int = 0) -> None:
         """Stage input ``maps`` (map 0 filled, padding included) -> ``out``: the next stage's
-        maps (map 0 filled) or, for the last stage, the (planes, H*s, W*s) output."""
+        maps (map 0 filled) or, for the last stage, channels ``c0..`` of the (H*s, W*s, C)
+        output."""
         p = self.pad
         t = time.perf_counter()
         if self.rc is not None:
@@ -175,7 +176,7 @@ class _StagePlan:
             t = _lap("copies", t)
         if self.last:
             lut_stage_block(maps, p, self.reads, self.n_inputs, self.row_start, self.tables,
-                            self.interval, self.levels, self.den, self.out_scale, out)
+                            self.interval, self.levels, self.den, self.out_scale, out, c0)
         else:
             lut_stage_single(maps, p, self.reads, self.n_inputs, self.row_start, self.tables,
                              self.interval, self.levels, self.bias, self.den, out, out_pad)
@@ -233,8 +234,9 @@ class LutModel:
         return f"LutModel({self.spec.describe()}, from {self.source})"
 
     # ---- planes --------------------------------------------------------------------------
-    def _upscale_untiled(self, image: np.ndarray, out: np.ndarray) -> None:
-        """(H, W, C) uint8 -> ``out`` (H*s, W*s, C), any strides: all channels in each launch.
+    def _upscale_untiled(self, image: np.ndarray, out: np.ndarray, c0: int) -> None:
+        """(H, W, C) C-contiguous uint8 -> channels ``c0 .. c0 + C`` of ``out`` (H*s, W*s, any),
+        C-contiguous: all channels in each launch.
 
         Two-stage models (MuLUT, RC-LUT) run as one launch, in bands of rows that recompute the
         few stage-1 rows they share; while profiling, each stage runs as its own launches so
@@ -246,7 +248,7 @@ class LutModel:
             # bands: a multiple of the threads, at least two tasks per thread where planes are few
             bands = min(h, max(1, numba.get_num_threads() * max(1, 2 // n)))
             lut_two_stages(image, bands, self.spec.interval, self.spec.levels, self.scale,
-                           *first.fused_args(), *last.fused_args(), out.transpose(2, 0, 1))
+                           *first.fused_args(), *last.fused_args(), out, c0)
             return
         t = time.perf_counter()
         maps = self._plans[0].new_maps(n, h, w)
@@ -254,7 +256,7 @@ class LutModel:
         t = _lap("copies", t)
         for plan, after in zip(self._plans, self._plans[1:] + [None], strict=True):
             if after is None:
-                plan.run(maps, out.transpose(2, 0, 1))
+                plan.run(maps, out, c0=c0)
             else:
                 t = time.perf_counter()
                 nxt = after.new_maps(n, h, w)
@@ -263,15 +265,19 @@ class LutModel:
                 maps = nxt
 
     def upscale_channels(self, image: np.ndarray, tile: int | None = DEFAULT_TILE,
-                         out: np.ndarray | None = None) -> np.ndarray:
+                         out: np.ndarray | None = None, c0: int = 0) -> np.ndarray:
         """Independent uint8 channels (H, W, C) -> (H*scale, W*scale, C), in tiles of ``tile``
-        LR pixels; written into ``out`` (any strides) when given."""
+        LR pixels; written into channels ``c0 .. c0 + C`` of ``out`` (a C-contiguous
+        (H*scale, W*scale, any) array) when given."""
         h, w, n = image.shape
         s, m = self.scale, self.spec.margin
         if out is None:
             out = np.empty((h * s, w * s, n), np.uint8)
         if tile is None or (h <= tile and w <= tile):
-            self._upscale_untiled(image, out)
+            t = time.perf_counter()
+            image = np.ascontiguousarray(image)
+            _lap("copies", t)
+            self._upscale_untiled(image, out, c0)
             return out
         for y0 in range(0, h, tile):
             y1 = min(h, y0 + tile)
@@ -282,11 +288,13 @@ class LutModel:
                 cy0, cy1, cx0, cx1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
                 t = time.perf_counter()
                 sr = np.empty(((cy1 - cy0) * s, (cx1 - cx0) * s, n), np.uint8)
+                crop = np.ascontiguousarray(image[cy0:cy1, cx0:cx1])
                 _lap("copies", t)
-                self._upscale_untiled(image[cy0:cy1, cx0:cx1], sr)
+                self._upscale_untiled(crop, sr, 0)
                 t = time.perf_counter()
                 oy, ox = (y0 - cy0) * s, (x0 - cx0) * s
-                out[y0 * s:y1 * s, x0 * s:x1 * s] = sr[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
+                out[y0 * s:y1 * s, x0 * s:x1 * s, c0:c0 + n] = \
+                    sr[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
                 _lap("copies", t)
         return out
 
@@ -310,7 +318,7 @@ class LutModel:
             if luma_only:
                 self._upscale_luma_only(image[..., :3], tile, out[..., :3])
             else:
-                self.upscale_channels(image[..., :3], tile, out[..., :3])
+                self.upscale_channels(image[..., :3], tile, out)
             if n == 4:
                 from .bicubic import upscale as bicubic_upscale
                 # alpha is a coverage mask, not texture: smooth bicubic is the honest upscale

@@ -89,7 +89,7 @@ def test_stage_kernels_as_python_equal_compiled(spec, monkeypatch):
     image = np.random.default_rng(2).integers(0, 256, (6, 7, 2), dtype=np.uint8)
     h, w, n = image.shape
     model.fuse = False  # the stage kernels one at a time
-    expected = np.moveaxis(model.upscale_channels(image, tile=None), -1, 0)
+    expected = model.upscale_channels(image, tile=None)
     maps, maps_py = _compiled_and_python(monkeypatch, planes.pad_planes, (
         image, np.zeros_like(model._plans[0].new_maps(n, h, w)), model._plans[0].pad), 1)
     assert np.array_equal(maps[:, 0], maps_py[:, 0])  # maps 1.. are the RC kernel's to fill
@@ -107,7 +107,7 @@ def test_stage_kernels_as_python_equal_compiled(spec, monkeypatch):
         if after is None:
             got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_stage_block, (
                 maps, p, *common, plan.den, plan.out_scale,
-                np.zeros((n, h * plan.out_scale, w * plan.out_scale), np.uint8)), -1)
+                np.zeros((h * plan.out_scale, w * plan.out_scale, n), np.uint8), 0), -2)
             assert np.array_equal(got, got_py)
             assert np.array_equal(got, expected)
         else:
@@ -127,13 +127,13 @@ def test_fused_two_stage_kernel_as_python_equals_compiled_and_per_stage(spec, mo
     model = LutModel(spec, random_arrays(spec, 3))
     image = np.random.default_rng(4).integers(0, 256, (11, 6, 2), dtype=np.uint8)
     model.fuse = False
-    expected = np.moveaxis(model.upscale_channels(image, tile=None), -1, 0)
+    expected = model.upscale_channels(image, tile=None)
     first, last = model._plans
     h, w, n = image.shape
     for bands in (1, 2, 5, 11):
         got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_two_stages, (
             image, bands, spec.interval, spec.levels, spec.scale, *first.fused_args(),
-            *last.fused_args(), np.zeros((n, h * spec.scale, w * spec.scale), np.uint8)), -1)
+            *last.fused_args(), np.zeros((h * spec.scale, w * spec.scale, n), np.uint8), 0), -2)
         assert np.array_equal(got, expected) and np.array_equal(got_py, expected)
 
 
@@ -212,7 +212,8 @@ def test_block_kernel_in_either_float_type(real):
     image = np.random.default_rng(5).integers(0, 256, (9, 10, 1), dtype=np.uint8)
     maps = plan.new_maps(1, 9, 10)
     planes.pad_planes(image, maps, plan.pad)
-    out = np.zeros((1, 18, 20), np.uint8)
+    out = np.zeros((18, 20, 1), np.uint8)
     lut_stage.lut_stage_block(maps, plan.pad, plan.reads, plan.n_inputs, plan.row_start,
-                              plan.tables, plan.interval, plan.levels, real(plan.divisor), 2, out)
-    assert np.array_equal(out[0], model.upscale_plane(image[..., 0], tile=None))
+                              plan.tables, plan.interval, plan.levels, real(plan.divisor), 2, out,
+                              0)
+    assert np.array_equal(out[..., 0], model.upscale_plane(image[..., 0], tile=None))

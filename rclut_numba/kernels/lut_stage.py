@@ -278,7 +278,7 @@ def _single_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start,
                         acc[x] += np.int32(interval) * np.int32(table[base_row + flat[a0 + x]])
                     continue
                 _simplex_row(flat, lin[b, r, 0], lin[b, r, 1], lin[b, r, 2], lin[b, r, 3],
-                             width, shift, mask, st0, st1, st2, base_row, 1, idx, wts)
+                             width, shift, mask, st0, st1, st2, base_row, np.intp(1), idx, wts)
                 _gather_single_row(acc, table, idx, wts, width)
         dst = out[plane, 0, y - out_row0]
         for x in range(width):
@@ -291,8 +291,9 @@ def _single_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start,
 
 @serial_jit
 def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, tables, interval,
-                levels, den, scale, out, flat_acc, flat_q, idx, wts):
-    """Image rows ``y_lo .. y_hi`` of the last stage: their s x s blocks into ``out[plane]``."""
+                levels, den, scale, out, out_c, flat_acc, flat_q, idx, wts):
+    """Image rows ``y_lo .. y_hi`` of the last stage: their s x s blocks into channel ``out_c``
+    of ``out`` (H * s, W * s, channels)."""
     n_planes, n_maps, buf_rows, padded_w = maps.shape
     width = padded_w - 2 * pad
     n_branch = reads.shape[0]
@@ -328,12 +329,11 @@ def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, 
         for i in range(width * n_out):  # one long loop: LLVM vectorises it
             v = np.rint(real(flat_acc[i]) / den)
             flat_q[i] = np.uint8(min(max(v, zero), top))
-        dst = out[plane]
         for ky in range(scale):
-            drow = dst[y * scale + ky]
+            drow = out[y * scale + ky]
             for x in range(width):
                 for kx in range(scale):
-                    drow[x * scale + kx] = flat_q[x * n_out + ky * scale + kx]
+                    drow[x * scale + kx, out_c] = flat_q[x * n_out + ky * scale + kx]
 
 
 @serial_jit
@@ -405,7 +405,10 @@ def _replicate_rows(maps, plane, m_lo, m_hi, row0, need_lo, need_hi, lo, hi):
             continue
         src = lo if yy < lo else hi - 1
         for m in range(m_lo, m_hi):
-            maps[plane, m, yy - row0, :] = maps[plane, m, src - row0, :]
+            dst = maps[plane, m, yy - row0]
+            row = maps[plane, m, src - row0]
+            for x in range(dst.shape[0]):
+                dst[x] = row[x]
 
 
 # ---- one stage over a whole image: one launch ---------------------------------------------
@@ -473,14 +476,14 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
 
 @parallel_jit
 def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, levels, divisor,
-                    scale, out):
+                    scale, out, c0):
     """The last stage: an s x s output block per pixel, ``s * s <= K``.
 
     maps, pad, reads, n_inputs, row_start: as :func:`lut_stage_single`
     tables:    (4, rows, K) int8, all branch LUTs stacked, K a multiple of 16 (zero columns past
                s * s); ``tables[r, :, j]`` holds the column that lands on block entry j
                (row-major, image frame) under rotation r
-    out:       (planes, H * s, W * s) uint8, any strides (an interleaved RGB image's planes)
+    out:       (H * s, W * s, channels) uint8; plane p is written to channel ``c0 + p``
     value:     ``round_half_even(clip(acc / divisor, 0, 255))``, as ``rint(real(acc) / divisor)``
                in the float type of ``divisor`` (see :func:`division_type`)
     """
@@ -499,7 +502,8 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
             plane = row // height
             y = row - plane * height
             _block_rows(maps, plane, -pad, pad, y, y + 1, reads, n_inputs, row_start, tables,
-                        interval, levels, divisor, scale, out, flat_acc, flat_q, idx, wts)
+                        interval, levels, divisor, scale, out, c0 + plane, flat_acc, flat_q, idx,
+                        wts)
 
 
 # ---- two stages fused per band of rows: one launch per image -------------------------------
@@ -511,8 +515,9 @@ def lut_two_stages(image, n_bands, interval, levels, scale,
                    has_rc1, off1, lanes1, start1, comb1, lev1, lev_start1, lev_len1, base1, map1,
                    pad2, reach2, half2, n_maps2, reads2, n_in2, row_start2, tables2, den2,
                    has_rc2, off2, lanes2, start2, comb2, lev2, lev_start2, lev_len2, base2, map2,
-                   out):
-    """A two-stage model on (H, W, C) ``image`` into ``out`` (C, H*s, W*s), any strides.
+                   out, c0):
+    """A two-stage model on (H, W, C) ``image`` into channels ``c0 .. c0 + C`` of ``out``
+    (H * s, W * s, channels).
 
     Each task is one band of output rows of one plane: it computes, into band-sized buffers,
     the stage-1 rows the band needs (its rows plus ``reach2 + half2`` on each side, clipped to
@@ -571,4 +576,4 @@ def lut_two_stages(image, n_bands, interval, levels, scale,
         flat_acc = np.empty(width * n_out, np.int32)
         flat_q = np.empty(width * n_out, np.uint8)
         _block_rows(buf2, 0, row0_2, pad2, y0, y1, reads2, n_in2, row_start2, tables2, interval,
-                    levels, den2, scale, out[plane:plane + 1], flat_acc, flat_q, idx, wts)
+                    levels, den2, scale, out, c0 + plane, flat_acc, flat_q, idx, wts)
