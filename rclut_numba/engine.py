@@ -15,8 +15,13 @@ import numba
 import numpy as np
 
 from .bundle import BundleError, load_bundle, validate_arrays
-from .kernels.colour import upscale_chroma_to_rgb
-from .kernels.lut_stage import division_type, lut_stage_block, lut_stage_single, lut_two_stages
+from .kernels.lut_stage import (
+    division_type,
+    lut_stage_block,
+    lut_stage_single,
+    lut_two_stages,
+    upscale_chroma_to_rgb,
+)
 from .kernels.planes import pad_planes
 from .kernels.rc_window import combined_tables, level_table, rc_stage_maps
 from .spec import PATTERN_OFFSETS, ModelSpec, array_key
@@ -244,11 +249,7 @@ class LutModel:
         """
         h, w, n = image.shape
         if len(self._plans) == 2 and self.fuse and _profile is None:
-            first, last = self._plans
-            # bands: a multiple of the threads, at least two tasks per thread where planes are few
-            bands = min(h, max(1, numba.get_num_threads() * max(1, 2 // n)))
-            lut_two_stages(image, bands, self.spec.interval, self.spec.levels, self.scale,
-                           *first.fused_args(), *last.fused_args(), out, c0)
+            self._run_fused(image, out, c0)
             return
         t = time.perf_counter()
         maps = self._plans[0].new_maps(n, h, w)
@@ -263,6 +264,20 @@ class LutModel:
                 _lap("copies", t)
                 plan.run(maps, nxt, after.pad)
                 maps = nxt
+
+    def _fused(self, image: np.ndarray, tile) -> bool:
+        """Whether ``image`` runs as one fused launch (two stages, no tiling)."""
+        h, w = image.shape[:2]
+        return len(self._plans) == 2 and self.fuse and (tile is None or (h <= tile and w <= tile))
+
+    def _run_fused(self, image: np.ndarray, out: np.ndarray, c0: int, colour=None) -> None:
+        first, last = self._plans
+        h, _, n = image.shape
+        # bands: a multiple of the threads, at least two tasks per thread where planes are few
+        bands = min(h, max(1, numba.get_num_threads() * max(1, 2 // n)))
+        lut_two_stages(np.ascontiguousarray(image), bands, self.spec.interval, self.spec.levels,
+                       self.scale, *first.fused_args(), *last.fused_args(), out, c0,
+                       colour is not None, *(colour or _NO_COLOUR))
 
     def upscale_channels(self, image: np.ndarray, tile: int | None = DEFAULT_TILE,
                          out: np.ndarray | None = None, c0: int = 0) -> np.ndarray:
@@ -316,7 +331,7 @@ class LutModel:
             s = self.scale
             out = np.empty((h * s, w * s, n), np.uint8)
             if luma_only:
-                self._upscale_luma_only(image[..., :3], tile, out[..., :3])
+                self._upscale_luma_only(image[..., :3], tile, out)
             else:
                 self.upscale_channels(image[..., :3], tile, out)
             if n == 4:
@@ -332,16 +347,27 @@ class LutModel:
         ycc = rgb_to_ycbcr(rgb)
         y = np.clip(np.rint(ycc[..., 0]), 0, 255).astype(np.uint8)
         chroma = np.ascontiguousarray(np.moveaxis(ycc[..., 1:], -1, 0))
-        _lap("colour", t)
-        y_up = self.upscale_plane(y, tile)
-        t = time.perf_counter()
         (h, w), s = y.shape, self.scale
         rw, ri = _contributions(h, h * s, float(s))  # imresize(., s): rows first, then columns
         cw, ci = _contributions(w, w * s, float(s))
-        upscale_chroma_to_rgb(y_up, chroma, np.ascontiguousarray(rw), np.ascontiguousarray(ri),
-                              np.ascontiguousarray(cw), np.ascontiguousarray(ci), YCC_INVERSE,
-                              YCC_OFFSET, out)
+        colour = (chroma, np.ascontiguousarray(rw), np.ascontiguousarray(ri),
+                  np.ascontiguousarray(cw), np.ascontiguousarray(ci), YCC_INVERSE, YCC_OFFSET,
+                  out)
+        t = _lap("colour", t)
+        y_up = np.empty((h * s, w * s, 1), np.uint8)
+        if self._fused(y[:, :, None], tile) and _profile is None:
+            self._run_fused(y[:, :, None], y_up, 0, colour)  # Y and colour in one launch
+            return
+        self.upscale_channels(y[:, :, None], tile, y_up)
+        t = time.perf_counter()
+        upscale_chroma_to_rgb(y_up, *colour)
         _lap("colour", t)
+
+
+# placeholders for the fused kernel's colour arguments when it runs without them
+_NO_COLOUR = (np.zeros((2, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1), np.int64), np.zeros((1, 1)),
+              np.zeros((1, 1), np.int64), np.zeros((3, 3)), np.zeros(3),
+              np.zeros((1, 1, 3), np.uint8))
 
 
 def _check_image(image) -> np.ndarray:

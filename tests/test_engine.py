@@ -127,6 +127,30 @@ def test_luma_only_runs_and_is_close_to_rgb_on_gray_content():
     assert np.abs(full - luma).mean() < 3.0
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_luma_only_equals_imresize_chroma_and_conversion(channels):
+    # luma-only runs the Y and the colour in one fused launch (per band of rows); it must equal
+    # the plain pipeline: LUT-upscaled Y, MATLAB-style bicubic chroma, YCbCr -> RGB.
+    from rclut_numba.bicubic import upscale as bicubic_upscale
+    from rclut_numba.imaging import YCC_INVERSE, YCC_OFFSET, rgb_to_ycbcr
+    from rclut_numba.kernels.colour import ycbcr_planes_to_rgb
+    spec = rclut_paper(scale=3)
+    spec = type(spec)(spec.name, 3, spec.stages, interval=64)
+    model = LutModel(spec, random_arrays(spec, 8))
+    image = np.random.default_rng(6).integers(0, 256, (21, 17, channels), dtype=np.uint8)
+    ycc = rgb_to_ycbcr(image[..., :3])
+    y_up = model.upscale(np.clip(np.rint(ycc[..., 0]), 0, 255).astype(np.uint8))
+    expected = np.empty(y_up.shape + (3,), np.uint8)
+    ycbcr_planes_to_rgb(y_up, np.ascontiguousarray(bicubic_upscale(ycc[..., 1:], 3)), YCC_INVERSE,
+                        YCC_OFFSET, expected)
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        got = model.upscale(image, luma_only=True, threads=threads)
+        assert np.array_equal(got[..., :3], expected)
+        assert got.shape[2] == channels
+    model.fuse = False
+    assert np.array_equal(model.upscale(image, luma_only=True)[..., :3], expected)
+
+
 def test_rotation_geometry_matches_numpy_rot90():
     img = np.arange(20).reshape(4, 5)
     for r in range(4):

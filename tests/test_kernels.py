@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from rclut_numba.bicubic import _contributions
 from rclut_numba.bicubic import upscale as bicubic_upscale
-from rclut_numba.engine import LutModel, window_offsets
+from rclut_numba.engine import _NO_COLOUR, LutModel, window_offsets
 from rclut_numba.imaging import YCC_INVERSE, YCC_OFFSET
 from rclut_numba.kernels import colour, lut_stage, planes
 from rclut_numba.kernels.rc_window import combined_tables, level_table
@@ -133,7 +133,8 @@ def test_fused_two_stage_kernel_as_python_equals_compiled_and_per_stage(spec, mo
     for bands in (1, 2, 5, 11):
         got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_two_stages, (
             image, bands, spec.interval, spec.levels, spec.scale, *first.fused_args(),
-            *last.fused_args(), np.zeros((h * spec.scale, w * spec.scale, n), np.uint8), 0), -2)
+            *last.fused_args(), np.zeros((h * spec.scale, w * spec.scale, n), np.uint8), 0,
+            False, *_NO_COLOUR), -11)
         assert np.array_equal(got, expected) and np.array_equal(got_py, expected)
 
 
@@ -181,7 +182,7 @@ def test_fused_chroma_kernel_equals_imresize_then_conversion(shape, scale, monke
     rw, ri = _contributions(h, h * scale, float(scale))
     cw, ci = _contributions(w, w * scale, float(scale))
 
-    args = (y_up, np.ascontiguousarray(np.moveaxis(chroma, -1, 0)), rw, ri, cw, ci,
+    args = (y_up[:, :, None], np.ascontiguousarray(np.moveaxis(chroma, -1, 0)), rw, ri, cw, ci,
             YCC_INVERSE, YCC_OFFSET, np.zeros((h * scale, w * scale, 3), np.uint8))
     got, got_py = _compiled_and_python(monkeypatch, colour.upscale_chroma_to_rgb, args, -1)
     assert np.array_equal(got, expected) and np.array_equal(got_py, expected)

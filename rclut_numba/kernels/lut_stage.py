@@ -411,6 +411,92 @@ def _replicate_rows(maps, plane, m_lo, m_hi, row0, need_lo, need_hi, lo, hi):
                 dst[x] = row[x]
 
 
+# ---- luma-only: bicubic chroma and YCbCr -> RGB over a range of output rows -----------------
+
+
+@serial_jit
+def _chroma_rgb_rows(y, chroma, row_weights, row_index, col_weights, col_index, inverse, offset,
+                     out, i_lo, i_hi):
+    """Output rows ``i_lo .. i_hi``: bicubic-upscale (Cb, Cr) and convert with the upscaled Y
+    (channel 0 of ``y``) to RGB in channels 0..2 of ``out``.
+
+    The same float64 operations in the same order as ``rclut_numba.bicubic.imresize`` (rows
+    first, then columns; each sum from zero in tap order) followed by
+    ``colour.ycbcr_planes_to_rgb``, so the result equals theirs exactly, without the full-size
+    float64 chroma planes in between.
+    """
+    width = y.shape[1]
+    lr_w = chroma.shape[2]
+    taps_r = row_weights.shape[1]
+    taps_c = col_weights.shape[1]
+    i00, i01, i02 = inverse[0, 0], inverse[0, 1], inverse[0, 2]
+    i10, i11, i12 = inverse[1, 0], inverse[1, 1], inverse[1, 2]
+    i20, i21, i22 = inverse[2, 0], inverse[2, 1], inverse[2, 2]
+    o0, o1, o2 = offset[0], offset[1], offset[2]
+    tmp = np.empty((2, lr_w), np.float64)
+    cb = np.empty(width, np.float64)
+    cr = np.empty(width, np.float64)
+    rgb = np.empty(3 * width, np.uint8)  # contiguous: the conversion loop vectorises
+    for i in range(i_lo, i_hi):
+        tmp[:, :] = 0.0
+        for k in range(taps_r):
+            w = row_weights[i, k]
+            src = row_index[i, k]
+            for ch in range(2):
+                for x in range(lr_w):
+                    tmp[ch, x] += w * chroma[ch, src, x]
+        t0 = tmp[0]
+        t1 = tmp[1]
+        for j in range(width):
+            b = 0.0
+            c = 0.0
+            for k in range(taps_c):
+                w = col_weights[j, k]
+                src = np.uintp(col_index[j, k])
+                b += w * t0[src]
+                c += w * t1[src]
+            cb[j] = b
+            cr[j] = c
+        yi = y[i]
+        for j in range(width):
+            a = np.float64(yi[j, 0]) - o0
+            b = cb[j] - o1
+            c = cr[j] - o2
+            r = i00 * a + i01 * b + i02 * c
+            g = i10 * a + i11 * b + i12 * c
+            u = i20 * a + i21 * b + i22 * c
+            # clip as selects (min/max do not vectorise here), then round half up
+            r = 0.0 if r < 0.0 else (255.0 if r > 255.0 else r)
+            g = 0.0 if g < 0.0 else (255.0 if g > 255.0 else g)
+            u = 0.0 if u < 0.0 else (255.0 if u > 255.0 else u)
+            rgb[3 * j] = np.uint8(np.int32(np.floor(r + 0.5)))
+            rgb[3 * j + 1] = np.uint8(np.int32(np.floor(g + 0.5)))
+            rgb[3 * j + 2] = np.uint8(np.int32(np.floor(u + 0.5)))
+        oi = out[i]
+        for j in range(width):
+            oi[j, 0] = rgb[3 * j]
+            oi[j, 1] = rgb[3 * j + 1]
+            oi[j, 2] = rgb[3 * j + 2]
+
+
+@parallel_jit
+def upscale_chroma_to_rgb(y, chroma, row_weights, row_index, col_weights, col_index, inverse,
+                          offset, out):
+    """Bicubic-upscale (Cb, Cr) and convert with the upscaled Y to RGB (:func:`_chroma_rgb_rows`).
+
+    y:           (H*s, W*s, 1) uint8, the LUT-upscaled luma
+    chroma:      (2, H, W) float64, Cb and Cr at low resolution
+    row_weights, row_index: (H*s, P) float64 / int64, the vertical pass (``imresize``'s weights)
+    col_weights, col_index: (W*s, Q) float64 / int64, the horizontal pass
+    out:         (H*s, W*s, C >= 3) uint8; channels 0..2 are written
+    """
+    height = y.shape[0]
+    n_chunks = min(height, 32)
+    for chunk in prange(n_chunks):
+        _chroma_rgb_rows(y, chroma, row_weights, row_index, col_weights, col_index, inverse,
+                         offset, out, chunk * height // n_chunks, (chunk + 1) * height // n_chunks)
+
+
 # ---- one stage over a whole image: one launch ---------------------------------------------
 
 
@@ -515,9 +601,11 @@ def lut_two_stages(image, n_bands, interval, levels, scale,
                    has_rc1, off1, lanes1, start1, comb1, lev1, lev_start1, lev_len1, base1, map1,
                    pad2, reach2, half2, n_maps2, reads2, n_in2, row_start2, tables2, den2,
                    has_rc2, off2, lanes2, start2, comb2, lev2, lev_start2, lev_len2, base2, map2,
-                   out, c0):
+                   out, c0, colour, chroma, row_weights, row_index, col_weights, col_index,
+                   inverse, offset, rgb):
     """A two-stage model on (H, W, C) ``image`` into channels ``c0 .. c0 + C`` of ``out``
-    (H * s, W * s, channels).
+    (H * s, W * s, channels); with ``colour`` (luma-only: one plane, the Y) each band then
+    turns its rows and the chroma into RGB in ``rgb`` (:func:`_chroma_rgb_rows`).
 
     Each task is one band of output rows of one plane: it computes, into band-sized buffers,
     the stage-1 rows the band needs (its rows plus ``reach2 + half2`` on each side, clipped to
@@ -577,3 +665,6 @@ def lut_two_stages(image, n_bands, interval, levels, scale,
         flat_q = np.empty(width * n_out, np.uint8)
         _block_rows(buf2, 0, row0_2, pad2, y0, y1, reads2, n_in2, row_start2, tables2, interval,
                     levels, den2, scale, out, c0 + plane, flat_acc, flat_q, idx, wts)
+        if colour:
+            _chroma_rgb_rows(out, chroma, row_weights, row_index, col_weights, col_index,
+                             inverse, offset, rgb, y0 * scale, y1 * scale)
