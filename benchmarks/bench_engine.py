@@ -10,7 +10,8 @@ Printed, all from one run:
 
 * every model RGB and luma-only at 1 and 2 threads, and the anchor Pillow bicubic on the same
   input; the cases are interleaved repetition by repetition (the machine is shared and its speed
-  drifts), each figure is a median and its ratio is to Pillow's median in the same run;
+  drifts), each timed run follows an untimed one of the same case, each figure is a median and
+  its ratio is to Pillow's median in the same run;
 * where each of those runs spends its time (engine sections, see ``rclut_numba.engine.profile``):
   RC windows, LUT stage 1, LUT stage 2, padding and copies, colour (luma-only);
 * with ``--callgrind``: instructions per LR pixel (RGB, all three channels) counted by valgrind's
@@ -162,6 +163,7 @@ def main() -> None:
     sections = {label: {k: [] for k in SECTIONS} for label, _, _ in cases}
     for _ in range(args.repeat):
         for label, mi, fn in cases:
+            fn()  # untimed: lets the threads settle after the previous case's thread count
             t0 = time.perf_counter()
             fn()
             times[label].append(time.perf_counter() - t0)
