@@ -4,6 +4,8 @@
 independently, as the papers do; alpha is upscaled with bicubic; ``luma_only`` runs the LUTs on
 Y only and bicubic on chroma.  Large images run in overlapping tiles whose overlap covers the
 model's receptive field, so the output equals the untiled one exactly while memory stays bounded.
+All channels of an image go through each kernel launch together; two-stage models (MuLUT,
+RC-LUT) run as a single launch per image (and tile), luma-only's colour conversion included.
 """
 from __future__ import annotations
 

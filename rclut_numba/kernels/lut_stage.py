@@ -1,15 +1,26 @@
-"""One stage of a LUT model: every branch, every rotation, every colour plane in one launch.
+"""The LUT model's kernels, with every helper they call (numba's cache is keyed on this file).
 
-The work is laid out a row at a time so that LLVM vectorises across pixels: for each branch and
+* :func:`lut_two_stages`: a whole two-stage model (MuLUT, RC-LUT) in one parallel launch.  Each
+  task is a band of rows of one plane: the stage-1 rows the band needs (a few halo rows are
+  recomputed by both neighbours), their RC maps and the band's output blocks go through
+  band-sized buffers that stay in cache; for luma-only the band then converts its own rows
+  with the bicubic chroma to RGB.  Launches are few because each costs a wake-up of the
+  worker threads, which on a busy machine can be a scheduler time slice.
+* :func:`rc_stage_maps`, :func:`lut_stage_single`, :func:`lut_stage_block`: one stage over all
+  planes of an image per launch (models with one stage or more than two, and profiling).
+* :func:`upscale_chroma_to_rgb`: bicubic chroma and YCbCr -> RGB for tiled luma-only runs.
+
+Work is laid out a row at a time so that LLVM vectorises across pixels: for each branch and
 rotation, one loop over the row computes the 4-simplex vertices and weights of every pixel (the
-pattern reads, the fractions, the 4-element sort as a branch-free min/max network) into row
-arrays; a second loop gathers the weighted table rows.  Rotations are handled by reading
-pre-rotated pattern offsets, and, for stages with an output block, by tables whose columns are
-pre-permuted per rotation, so every rotation adds straight into the image-frame block.
+pattern reads, the fractions, the 4-element sort as a branch-free min/max network, all int32:
+16 pixels per 512-bit vector) into row arrays; a second loop gathers the weighted table rows.
+Rotations are handled by reading pre-rotated pattern offsets, and, for the last stage, by
+tables whose columns are pre-permuted per rotation, so every rotation adds straight into the
+image-frame block.  The short fixed-width loops that LLVM will not vectorise by itself (it
+cannot prove that the accumulator and the table do not overlap) are written as explicit
+16-lane vector operations (``@intrinsic``).  Indices are unsigned where they are computed, so
+numba emits no negative-index wraparound.
 
-Stages read ``maps``: (planes, M, H + 2 P, W + 2 P) uint8, edge-padded by P, map 0 being the
-stage input and maps 1.. the RC index maps.  A stage with one output per pixel writes the next
-stage's map 0 (interior and left/right padding); the last stage writes the output blocks.
 All arithmetic is integer and exact; one rounding (half to even) per output value.
 """
 import numpy as np
@@ -112,12 +123,6 @@ def division_type(divisor: int):
     even) rounds the quotient as it would the exact value.  n itself is exact (|n| < 2**23).
     """
     return np.float32(divisor) if divisor < 2 ** 14 else np.float64(divisor)
-
-
-@serial_jit
-def _row_chunks(n_rows, n_threads):
-    """How many row chunks a parallel loop over ``n_rows`` rows is cut into."""
-    return min(n_rows, 4 * n_threads)
 
 
 @serial_jit
@@ -548,7 +553,7 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
     height = padded_h - 2 * pad
     width = padded_w - 2 * pad
     n_rows = n_planes * height
-    n_chunks = _row_chunks(n_rows, 8)
+    n_chunks = min(n_rows, 32)  # chunks of rows: scratch arrays are allocated per chunk
     for chunk in prange(n_chunks):
         idx = np.empty((5, width), np.int32)
         wts = np.empty((5, width), np.int32)
@@ -578,7 +583,7 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
     width = padded_w - 2 * pad
     n_out = tables.shape[2]
     n_rows = n_planes * height
-    n_chunks = _row_chunks(n_rows, 8)
+    n_chunks = min(n_rows, 32)  # chunks of rows: scratch arrays are allocated per chunk
     for chunk in prange(n_chunks):
         idx = np.empty((5, width), np.int32)
         wts = np.empty((5, width), np.int32)
