@@ -243,9 +243,9 @@ class Block(nn.Module):
         b, _, h, w = x.shape
         per = max(1, self.max_rows // (h * w))
         if b > per and self.precision != "bf16":  # dense_mlp_bf16 chunks rows itself
-            # Chunks of at most max_rows pixels: on this kind of machine (a VM where freshly
-            # mapped memory is expensive) tensors over ~32 MB are mmap'ed and page-faulted anew
-            # on every call; smaller ones are recycled by malloc.  Measured ~2x per step.
+            # Chunks of at most max_rows pixels keep the float32 and autocast paths' tensors
+            # small: under glibc, large tensors are page-faulted anew on every call (see
+            # training/allocator.py); measured ~2x per step before jemalloc.
             return torch.cat([self._forward(c) for c in x.split(per)], 0)
         return self._forward(x)
 
