@@ -4,9 +4,9 @@ Run folder ``RUN/``:
   ``last.pt``     latest checkpoint (model, optimizer, scheduler, step, RNG states, spec, config)
   ``best.pt``     checkpoint with the best validation PSNR so far
   ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step",
-                  "data_share", "eta_h"}`` every ``log_every`` steps (``data_share``: the part
-                  of a step spent assembling its batch), ``{"step", "val_psnr", "val_ssim"}``
-                  at validations (plus ``"val": {set: {"psnr", "ssim"}}`` with several sets)
+                  "data_share", "eta_h", "rss_gb"}`` every ``log_every`` steps (``data_share``:
+                  the part of a step spent assembling its batch; ``rss_gb``: resident memory),
+                  ``{"step", "val_psnr", "val_ssim"}`` at validations (plus ``"val": {set: {"psnr", "ssim"}}`` with several sets)
   ``config.toml`` / ``spec.json``  what the run was started with
   ``cache/``      LR images made from the HR training images (reused on resume)
 Checkpoints are written to a temporary file and moved into place (``os.replace``): a run killed
@@ -200,6 +200,15 @@ class _Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def _rss_gb() -> float | None:
+    """Resident memory of this process in GiB (Linux), to spot a run whose memory grows."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 30, 3)
 
 
 def _hms(seconds: float) -> str:
@@ -400,7 +409,7 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
                 sps = (now - t_last) / len(window)
                 rec = {"step": done, "loss": sum(window) / len(window), "lr": lr_now,
                        "s_per_step": sps, "data_share": data_s / len(window) / max(sps, 1e-9),
-                       "eta_h": (total - done) * sps / 3600}
+                       "eta_h": (total - done) * sps / 3600, "rss_gb": _rss_gb()}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 window, t_last, data_s = [], now, 0.0
