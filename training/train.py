@@ -6,7 +6,8 @@ Run folder ``RUN/``:
   ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step",
                   "data_share", "eta_h", "rss_gb"}`` every ``log_every`` steps (``data_share``:
                   the part of a step spent assembling its batch; ``rss_gb``: resident memory),
-                  ``{"step", "val_psnr", "val_ssim"}`` at validations (plus ``"val": {set: {"psnr", "ssim"}}`` with several sets)
+                  ``{"step", "val_psnr", "val_ssim"}`` at validations (plus
+                  ``"val": {set: {"psnr", "ssim"}}`` with several sets)
   ``config.toml`` / ``spec.json``  what the run was started with
   ``cache/``      LR images made from the HR training images (reused on resume)
 Checkpoints are written to a temporary file and moved into place (``os.replace``): a run killed
