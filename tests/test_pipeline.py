@@ -77,6 +77,31 @@ def test_full_pipeline_then_rerun_skips_everything(tmp_path):
         k: "skipped" for k in ("train", "transfer", "ft1", "ft2", "stamp", "eval")}
 
 
+def test_a_fresh_checkout_resumes_from_the_carried_checkpoint(tmp_path):
+    import shutil
+
+    cfg = _config(tmp_path)
+    text = cfg.read_text().replace("steps = 6\n", "steps = 8\n", 1)
+    cfg.write_text(text)
+    # a first machine trains to step 4 (report_every), then its run folder is lost
+    from training.train import train
+
+    _, tc, pc = load_pipeline(cfg)
+    train(cfg, pc.data_dirs, pc.run_dir, stop_after=4, threads=1, quiet=True)
+    from training.pipeline import _carry
+
+    _carry(pc.run_dir, pc.results_dir / "continue")
+    shutil.rmtree(pc.run_dir)
+    said = []
+    run_pipeline(cfg, until="train", say=said.append)
+    assert any("resuming from" in s and "step 4" in s for s in said)
+    logged = [json.loads(x)["step"] for x in (pc.run_dir / "log.jsonl").read_text().splitlines()]
+    assert logged[0] == 1 and logged[-1] == 8  # the carried log continued, not restarted
+    assert (pc.results_dir / "continue" / "last.pt").is_file()  # kept until published
+    run_pipeline(cfg, say=lambda _s: None)
+    assert not (pc.results_dir / "continue").exists()  # finished: nothing left to carry
+
+
 def test_stopped_pipeline_continues_where_it_stopped(tmp_path):
     cfg = _config(tmp_path)
     assert run_pipeline(cfg, until="ft1", say=lambda _s: None)["ft1"] == "done"
