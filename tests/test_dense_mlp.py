@@ -3,9 +3,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rclut_numba.spec import Branch, mulut_sdy_x2, rclut_paper  # noqa: E402
-from training.dense_mlp import dense_mlp_bf16, dense_mlp_reference  # noqa: E402
-from training.networks import Block, LUTNet  # noqa: E402
+from rclut_numba.spec import Branch, mulut_sdy_x2, rclut_paper
+from training.dense_mlp import dense_mlp_bf16, dense_mlp_reference
+from training.networks import Block, LUTNet
 
 
 def _block(n_out, nf=16, seed=0):
