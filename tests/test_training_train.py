@@ -224,7 +224,7 @@ def test_sigterm_checkpoints_the_step_in_progress(data_dir, cache_dir, tmp_path)
                             stderr=subprocess.PIPE, text=True)
     log = run / "log.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and (not log.is_file() or len(log.read_text().split()) < 3):
+    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
