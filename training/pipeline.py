@@ -255,7 +255,7 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
     import torch
 
     from .finetune import finetune
-    from .train import train
+    from .train import TrainStopped, train
 
     config = Path(config)
     spec, cfg, pc = load_pipeline(config)
@@ -285,8 +285,13 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
     while step < cfg.steps:
         target = min(cfg.steps, (step // pc.report_every + 1) * pc.report_every)
         say(f"pipeline {pc.name}: train to step {target} of {cfg.steps}")
-        train(config, pc.data_dirs, run, resume=(run / "last.pt").exists(), stop_after=target,
-              threads=threads, cache_dir=run / "cache", quiet=False)
+        try:
+            train(config, pc.data_dirs, run, resume=(run / "last.pt").exists(),
+                  stop_after=target, threads=threads, cache_dir=run / "cache", quiet=False)
+        except TrainStopped:
+            _carry(run, carried)  # the step SIGTERM / Ctrl-C checkpointed
+            _write_results_md(pc, cfg, "train (stopped)")
+            raise
         step = _checkpoint_step(run / "last.pt")
         if step < cfg.steps:
             _carry(run, carried)
