@@ -159,3 +159,31 @@ def test_progress_page_shows_curve_and_eta(tmp_path):
     assert "network steps: 100 / 1000" in md
     assert "ETA 0.5 h" in md
     assert "| 100 | 26.5000 | 29.5000 |" in md
+
+
+def test_sigterm_during_training_carries_the_stopped_step(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("steps = 6\n", "steps = 100000\n", 1)
+                   .replace("report_every = 4", "report_every = 100000"))
+    env = dict(os.environ, RCLUT_ALLOCATOR="system")
+    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "pipeline", str(cfg)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    carried = tmp_path / "results" / "continue"
+    step = torch.load(carried / "last.pt", weights_only=False)["step"]
+    logged = [json.loads(x)["step"] for x in (carried / "log.jsonl").read_text().splitlines()]
+    assert step >= 3 and max(logged) == step
+    assert "train (stopped)" in (tmp_path / "results" / "results.md").read_text()
