@@ -186,7 +186,8 @@ def _checkpoint_step(path: Path) -> int:
 
 
 # -- results.md ------------------------------------------------------------------------------
-def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str) -> str:
+def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
+                      config: str = "CONFIG") -> str:
     """Where the pipeline stands: steps done, s/step, the validation curve, ETA, scores."""
     run = pc.run_dir
     log = run / "log.jsonl"
@@ -195,8 +196,8 @@ def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str) -> str:
     vals = [r for r in recs if "val_psnr" in r]
     done = max((r["step"] for r in recs), default=0)
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = [f"# {pc.name}", "", f"Made by `rclut-train pipeline results/{pc.name}/config.toml` "
-             f"(stage now: **{stage}**, updated {now}).", ""]
+    lines = [f"# {pc.name}", "", f"Made by `rclut-train pipeline {config}` (stage now: "
+             f"**{stage}**, updated {now}). Resume or continue it with the same command.", ""]
     recent = [r["s_per_step"] for r in timed[-20:]]
     sps = statistics.median(recent) if recent else None
     lines.append(f"- network steps: {done} / {cfg.steps} (batch {cfg.batch_size}, crop "
@@ -239,10 +240,14 @@ def _carry(run: Path, carried: Path) -> None:
         os.replace(tmp, carried / name)
 
 
-def _write_results_md(pc, cfg, stage):
+def _write_results_md(pc, cfg, stage, config: Path):
+    try:
+        shown = str(config.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        shown = str(config)
     pc.results_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(pc.results_dir / "results.md", "w") as f:
-        f.write(progress_markdown(pc, cfg, stage))
+        f.write(progress_markdown(pc, cfg, stage, shown))
 
 
 # -- the stages ------------------------------------------------------------------------------
@@ -290,12 +295,12 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
                   stop_after=target, threads=threads, cache_dir=run / "cache", quiet=False)
         except TrainStopped:
             _carry(run, carried)  # the step SIGTERM / Ctrl-C checkpointed
-            _write_results_md(pc, cfg, "train (stopped)")
+            _write_results_md(pc, cfg, "train (stopped)", config)
             raise
         step = _checkpoint_step(run / "last.pt")
         if step < cfg.steps:
             _carry(run, carried)
-        _write_results_md(pc, cfg, "train")
+        _write_results_md(pc, cfg, "train", config)
     if finished("train"):
         return status
 
@@ -409,4 +414,4 @@ def publish_results(pc: PipelineConfig, cfg: TrainConfig, config: Path, final: P
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
     shutil.rmtree(dest / "continue", ignore_errors=True)  # the network is finished
-    _write_results_md(pc, cfg, "done")
+    _write_results_md(pc, cfg, "done", config)
