@@ -211,7 +211,8 @@ def test_sigterm_checkpoints_the_step_in_progress(data_dir, cache_dir, tmp_path)
     """SIGTERM mid-run: the step in progress is checkpointed (not the last ckpt_every
     multiple), the exit code is 143, and --resume continues from exactly that step."""
     import signal
-    import time
+
+    from processes import wait_for_log_lines
 
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "training.cli", "train", "--config",
@@ -223,9 +224,7 @@ def test_sigterm_checkpoints_the_step_in_progress(data_dir, cache_dir, tmp_path)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     log = run / "log.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
-        time.sleep(0.2)
+    wait_for_log_lines(log, 3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err

@@ -24,10 +24,8 @@ is always safe, and it is how a stopped pipeline continues):
 
 1. ``train``: ``RUN/last.pt`` until its step is ``[train] steps`` (resumed in place; the
    schedule never restarts), ``results/<name>/results.md`` refreshed every ``report_every``
-   steps with steps done, s/step, the validation curve and the ETA, and the latest checkpoint
-   and log copied to ``results/<name>/continue/``: a fresh clone without ``RUN/`` resumes
-   from there (the one checkpoint that is committed while a run is going; removed when the
-   network is finished);
+   steps with steps done, s/step, the validation curve and the ETA, beside a copy of the
+   training log (``train_log.jsonl``); checkpoints stay in ``RUN/``;
 2. ``transfer``: ``RUN/transferred.npz``;
 3. ``ft1`` .. ``ftN``: ``RUN/ftK.npz`` through ``RUN/ftK/`` (resumable runs of their own);
 4. ``stamp``: ``RUN/<name>.npz``, the last bundle with its budget in ``spec.extra["training"]``
@@ -231,13 +229,17 @@ def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
     return "\n".join(lines) + "\n"
 
 
-def _carry(run: Path, carried: Path) -> None:
-    """Copy the run's checkpoint and log to ``carried`` (atomically, file by file)."""
-    carried.mkdir(parents=True, exist_ok=True)
-    for name in ("last.pt", "log.jsonl"):
-        tmp = carried / f".{name}.{os.getpid()}.tmp"
-        shutil.copyfile(run / name, tmp)
-        os.replace(tmp, carried / name)
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _report_progress(pc, cfg, stage, config: Path) -> None:
+    """results/<name>/results.md and train_log.jsonl as the network run stands now."""
+    _write_results_md(pc, cfg, stage, config)
+    if (pc.run_dir / "log.jsonl").is_file():
+        _copy_atomic(pc.run_dir / "log.jsonl", pc.results_dir / "train_log.jsonl")
 
 
 def _write_results_md(pc, cfg, stage, config: Path):
@@ -275,15 +277,7 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
         status[stage] = status.get(stage, "done")
         return until == stage
 
-    # 1. network (a run folder is per machine; results/<name>/continue/ carries the latest
-    # checkpoint and log to the next checkout, so a new clone resumes instead of restarting)
-    carried = pc.results_dir / "continue"
-    if not (run / "last.pt").exists() and (carried / "last.pt").is_file():
-        for name in ("last.pt", "log.jsonl"):
-            if (carried / name).is_file():
-                shutil.copyfile(carried / name, run / name)
-        say(f"pipeline {pc.name}: resuming from {carried} (step "
-            f"{_checkpoint_step(run / 'last.pt')})")
+    # 1. network
     step = _checkpoint_step(run / "last.pt")
     if step >= cfg.steps:
         status["train"] = "skipped"
@@ -294,13 +288,10 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
             train(config, pc.data_dirs, run, resume=(run / "last.pt").exists(),
                   stop_after=target, threads=threads, cache_dir=run / "cache", quiet=False)
         except TrainStopped:
-            _carry(run, carried)  # the step SIGTERM / Ctrl-C checkpointed
-            _write_results_md(pc, cfg, "train (stopped)", config)
+            _report_progress(pc, cfg, "train (stopped)", config)
             raise
         step = _checkpoint_step(run / "last.pt")
-        if step < cfg.steps:
-            _carry(run, carried)
-        _write_results_md(pc, cfg, "train", config)
+        _report_progress(pc, cfg, "train", config)
     if finished("train"):
         return status
 
@@ -408,10 +399,6 @@ def publish_results(pc: PipelineConfig, cfg: TrainConfig, config: Path, final: P
     for i in range(1, len(pc.legs) + 1):
         copies[run / f"ft{i}" / "log.jsonl"] = dest / f"finetune{i}_log.jsonl"
     for src, dst in copies.items():
-        if src.resolve() == dst.resolve():
-            continue
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    shutil.rmtree(dest / "continue", ignore_errors=True)  # the network is finished
+        if src.resolve() != dst.resolve():
+            _copy_atomic(src, dst)
     _write_results_md(pc, cfg, "done", config)
