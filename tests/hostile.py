@@ -119,10 +119,17 @@ class Run:
 
 def run_python(code: str, *args: str, timeout: float = 120) -> Run:
     """Run ``code`` (``sys.argv[1:]`` = ``args``) in a new interpreter; its own peak RSS is
-    reported by the child itself, so earlier children of this process do not count."""
-    wrapped = ("import atexit, resource, sys\n"
-               "atexit.register(lambda: sys.__stderr__.write("
-               "'\\nPEAK_KB %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    reported by the child itself from VmHWM, the high-water mark of its own address space.
+    (``ru_maxrss`` would not do: Linux carries the pre-exec mm's peak across ``exec``, so a
+    child spawned from a 700 MB pytest process reported 700 MB whatever it did.)"""
+    wrapped = ("import atexit, sys\n"
+               "def _peak_kb():\n"
+               "    for line in open('/proc/self/status'):\n"
+               "        if line.startswith('VmHWM:'):\n"
+               "            return int(line.split()[1])\n"
+               "    import resource\n"
+               "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+               "atexit.register(lambda: sys.__stderr__.write('\\nPEAK_KB %d\\n' % _peak_kb()))\n"
                + textwrap.dedent(code))
     env = dict(os.environ, NUMBA_NUM_THREADS="1")
     p = subprocess.run([sys.executable, "-c", wrapped, *args], capture_output=True, text=True,
