@@ -10,6 +10,7 @@ from an anchor pixel, and says whether (or how much) that pixel changes the anch
   the union over a stage's branches; the Minkowski sum over the cascaded stages.
 * :func:`empirical_receptive_field` perturbs single LR pixels and watches the engine's output.
 * :func:`receptive_field_table` summarises sizes and table storage for a list of specs.
+* :func:`flat_field_deviation` says how far a model moves a flat grey image, level by level.
 
 numpy only (the engine runs on numba); gradient-based fields of the torch networks are computed
 in ``training``/notebooks and placed on the same grid with :func:`crop_field`.
@@ -32,6 +33,8 @@ __all__ = [
     "crop_field",
     "empirical_receptive_field",
     "field_pixels",
+    "flat_field_deviation",
+    "format_flat_field",
     "format_table",
     "minkowski_sum",
     "random_model",
@@ -214,6 +217,29 @@ def format_table(rows, extra: dict | None = None) -> str:
                  *(str(v[i]) for v in extra.values())]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ---- flat field ----------------------------------------------------------------------------
+def flat_field_deviation(model: LutModel) -> np.ndarray:
+    """``d[v]`` = max |output - v| over the output of an image that is grey level v everywhere
+    (v = 0..255): how far the model shifts flat areas, which a viewer sees as banding.
+
+    Edge replication makes a 1x1 image as flat as any larger one, and the engine treats channels
+    independently, so one call on a 1x1 image of 256 channels (one per level) gives all of it.
+    """
+    levels = np.arange(256)
+    out = model.upscale_channels(levels.astype(np.uint8).reshape(1, 1, 256), tile=None)
+    return np.abs(out.astype(np.int16) - levels).max(axis=(0, 1))
+
+
+def format_flat_field(deviation: np.ndarray) -> str:
+    """One line: the largest shift and how many levels move by more than one."""
+    worst = int(deviation.max())
+    over = int((deviation > 1).sum())
+    at = ", ".join(str(v) for v in np.flatnonzero(deviation == worst)[:4])
+    return (f"flat grey moves by at most {worst} level{'s' if worst != 1 else ''} "
+            f"(at {at}{' ...' if (deviation == worst).sum() > 4 else ''}); "
+            f"{over} of 256 levels by more than 1")
 
 
 # ---- models without trained tables ---------------------------------------------------------

@@ -344,6 +344,7 @@ def cmd_upscale(args) -> int:
 
 # ---- the other commands ----------------------------------------------------------------------
 def cmd_info(args) -> int:
+    from .analysis import flat_field_deviation, format_flat_field
     model = _load(args.model)
     spec = model.spec
     print(spec.describe())
@@ -351,6 +352,7 @@ def cmd_info(args) -> int:
     print(f"tables: {bundle_size_kb(spec, model.arrays):.1f} KB")
     print(f"receptive field: {2 * spec.margin + 1} x {2 * spec.margin + 1} LR pixels at most "
           f"(margin {spec.margin})")
+    print(f"flat field: {format_flat_field(flat_field_deviation(model))}")
     for name, a in stored_arrays(spec, model.arrays).items():  # as a bundle holds them
         print(f"  {name:22s} {str(a.dtype):6s} {'x'.join(map(str, a.shape))}")
     return 0

@@ -10,6 +10,8 @@ from rclut_numba.analysis import (
     crop_field,
     empirical_receptive_field,
     field_pixels,
+    flat_field_deviation,
+    format_flat_field,
     format_table,
     minkowski_sum,
     random_model,
@@ -248,3 +250,33 @@ def test_receptive_field_table():
     text = format_table(rows, extra={"measured": [9, 81, 225]})
     lines = text.splitlines()
     assert len(lines) == 5 and "measured" in lines[0] and "| RC-LUT | 225 | 15 x 15 |" in lines[4]
+
+
+# ---- flat field ----------------------------------------------------------------------------
+def test_flat_field_of_a_hand_made_table():
+    # one 1D LUT, x2: each of the 4 rotations adds T[v], so the output is 4 * T[v]
+    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 16, "stages": [["1"]]})
+    table = np.repeat((np.arange(256) // 4).astype(np.int8)[:, None], 4, axis=1)
+    model = LutModel(spec, {"s1_b1_lut": table})
+    assert np.array_equal(flat_field_deviation(model), np.arange(256) % 4)
+    zero = LutModel(spec, {"s1_b1_lut": np.zeros_like(table)})
+    assert np.array_equal(flat_field_deviation(zero), np.arange(256))  # everything comes out 0
+
+
+@pytest.mark.parametrize("layout", [srlut, rclut_paper])
+def test_flat_field_equals_upscaling_flat_images(layout):
+    # the 1x1-image, 256-channel shortcut against whole flat images, one level at a time
+    model = random_model(coarse(layout()), seed=3)
+    slow = [np.abs(model.upscale(np.full((9, 11), v, np.uint8)).astype(int) - v).max()
+            for v in range(256)]
+    assert np.array_equal(flat_field_deviation(model), slow)
+
+
+def test_format_flat_field():
+    d = np.zeros(256, int)
+    d[[3, 7]] = 2
+    d[9] = 1
+    assert format_flat_field(d) == ("flat grey moves by at most 2 levels (at 3, 7); "
+                                    "2 of 256 levels by more than 1")
+    one = format_flat_field(np.ones(256, int))
+    assert one.startswith("flat grey moves by at most 1 level (at 0, 1, 2, 3 ...);")

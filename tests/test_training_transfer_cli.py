@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from rclut_numba.analysis import flat_field_deviation
 from rclut_numba.bundle import load_bundle, save_bundle
 from rclut_numba.engine import LutModel
 from rclut_numba.spec import ModelSpec
@@ -18,7 +19,7 @@ from training.cli import main as cli_main
 from training.config import parse_overrides
 from training.data import synthetic_images
 from training.finetune import finetune
-from training.train import train
+from training.train import TrainError, train
 
 TINY = ["nf=4", "rc_channels=3", "batch_size=2", "crop=12", "log_every=1", "val_every=0",
         "ckpt_every=2"]
@@ -45,9 +46,9 @@ def test_transfer_a_tiny_rclut_run(tmp_path, images):
     assert cli_main(["transfer", str(run), "-o", str(out)]) == 2  # exists, no --force
 
 
-def small_bundle(tmp_path):
+def small_bundle(tmp_path, stages=(("rc3-S", "D"), ("1", "S"))):
     spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 64,
-                                "stages": [["rc3-S", "D"], ["1", "S"]]})
+                                "stages": [list(s) for s in stages]})
     path = tmp_path / "start.npz"
     arrays = random_arrays(spec, 0)
     arrays = {k: (v // 4 if k.endswith("_lut") else v) for k, v in arrays.items()}
@@ -72,6 +73,30 @@ def test_finetune_resume_equals_uninterrupted(tmp_path, images):
     assert any(not np.array_equal(a[k], s[k]) for k in a)  # the tables did move
     logged = [json.loads(x) for x in (tmp_path / "rb" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3, 4]
+
+
+def flat_error(bundle) -> float:
+    model = LutModel(*load_bundle(bundle))
+    out = model.upscale_channels(np.arange(256, dtype=np.uint8).reshape(1, 1, 256), tile=None)
+    return float(np.square(out.astype(float) - np.arange(256)).mean())
+
+
+def test_finetune_flat_weight_pulls_flat_grey_back(tmp_path, images):
+    start = small_bundle(tmp_path, stages=[("rc3-S", "1")])
+    kw = dict(steps=6, batch_size=2, crop=12, val_every=0, log_every=1, quiet=True,
+              lr=10.0, lr_min=5.0)  # random tables start far from flat-in, flat-out
+    finetune(start, [images], tmp_path / "plain.npz", run_dir=tmp_path / "rp", **kw)
+    finetune(start, [images], tmp_path / "flat.npz", run_dir=tmp_path / "rf", flat_weight=100.0,
+             **kw)
+    before = flat_error(start)
+    assert flat_error(tmp_path / "flat.npz") < 0.5 * min(before, flat_error(tmp_path / "plain.npz"))
+    logged = [json.loads(x) for x in (tmp_path / "rf" / "log.jsonl").read_text().splitlines()]
+    assert logged[0]["flat_max"] == flat_field_deviation(LutModel(*load_bundle(start))).max()
+    # a run is resumed only with the weight it was made with
+    finetune(start, [images], tmp_path / "x.npz", run_dir=tmp_path / "rx", stop_after=2, **kw)
+    with pytest.raises(TrainError, match="another model or schedule"):
+        finetune(start, [images], tmp_path / "x.npz", run_dir=tmp_path / "rx", resume=True,
+                 flat_weight=1.0, **kw)
 
 
 @pytest.mark.parametrize("args, msg", [

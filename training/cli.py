@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--val-every", type=int, default=500)
     f.add_argument("--val-data", help="dataset folder with HR/ (default ../shared/.../Set5)")
     f.add_argument("--freeze-rc", action="store_true", help="keep RC window tables fixed")
+    f.add_argument("--flat-weight", type=float, default=0.0,
+                   help="weight of the flat-field term (flat grey in, same grey out; default 0)")
     f.add_argument("--threads", type=int)
     f.add_argument("--stop-after", type=int, help="stop after this step (schedule unchanged)")
     f.add_argument("--resume", action="store_true")
@@ -151,7 +153,8 @@ def _finetune(args) -> None:
     finetune(args.bundle, args.data, args.output, steps=args.steps, batch_size=args.batch_size,
              crop=args.crop, lr=args.lr, lr_min=args.lr_min, run_dir=args.run, resume=args.resume,
              force=args.force, val_every=args.val_every, val_data=args.val_data,
-             train_rc=not args.freeze_rc, threads=args.threads, stop_after=args.stop_after)
+             train_rc=not args.freeze_rc, threads=args.threads, stop_after=args.stop_after,
+             flat_weight=args.flat_weight)
 
 
 def _eval_network(args) -> None:

@@ -4,6 +4,12 @@ The forward pass is the deployed engine's exact arithmetic (``lut_forward.py``),
 optimised here is what ``rclut`` computes.  Run folder ``RUN/`` (default: next to the output):
 ``last.pt`` (tables, optimizer, step; written atomically), ``log.jsonl`` (loss, lr, s/step and
 the engine's validation PSNR), so an interrupted run continues with ``--resume``.
+
+``flat_weight`` adds a flat-field term: every step also runs the 256 flat grey images (one
+1x1 image per level: edge replication makes it as flat as any) and adds ``flat_weight`` times
+their MSE against their own level.  A flat image reaches the tables only along their
+diagonals, entries that natural crops rarely pin down exactly, so without it a model may shift
+flat areas by a few levels (visible as banding).
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
              lr: float = 1e-2, lr_min: float = 1e-3, run_dir=None, resume: bool = False,
              force: bool = False, seed: int = 0, val_every: int = 500, val_data=None,
              train_rc: bool = True, threads: int | None = None, log_every: int = 20,
-             ckpt_every: int = 100, stop_after: int | None = None, quiet: bool = False) -> dict:
+             ckpt_every: int = 100, stop_after: int | None = None, quiet: bool = False,
+             flat_weight: float = 0.0) -> dict:
     """Fine-tune a bundle's tables; writes ``output`` (a bundle) when the schedule completes.
 
     ``lr`` is in table units (an int8 entry moves by about ``lr`` per step).  Returns
@@ -54,6 +61,8 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
     last_path, log_path = run / "last.pt", run / "log.jsonl"
     if last_path.exists() and not resume:
         raise TrainError(f"{run} already holds a fine-tuning run; pass --resume or another --run")
+    if not (math.isfinite(flat_weight) and flat_weight >= 0):
+        raise TrainError(f"flat_weight must be a finite number >= 0, got {flat_weight}")
     if threads:
         torch.set_num_threads(threads)
     say = (lambda *_: None) if quiet else (lambda s: print(s, flush=True))
@@ -64,7 +73,8 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
     start = 0
     if resume and last_path.exists():
         ck = torch.load(last_path, map_location="cpu", weights_only=False)
-        if ck.get("spec") != spec.to_json() or ck.get("steps") != steps:
+        if (ck.get("spec") != spec.to_json() or ck.get("steps") != steps
+                or ck.get("flat_weight", 0.0) != flat_weight):
             raise TrainError(f"{last_path} belongs to another model or schedule")
         net.load_state_dict(ck["tables"])
         opt.load_state_dict(ck["optimizer"])
@@ -86,9 +96,12 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
     def save(step):
         atomic_torch_save({"spec": spec.to_json(), "steps": steps, "tables": net.state_dict(),
                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                           "step": step}, last_path)
+                           "step": step, "flat_weight": flat_weight}, last_path)
+
+    flat_in = torch.arange(256, dtype=torch.float32).reshape(256, 1, 1, 1)
 
     losses, window, t_last, t0 = [], [], time.time(), time.time()
+    flat_max = None  # the flat field's largest shift at the last step (levels)
     end = steps if stop_after is None else min(steps, stop_after)
     bar = _Progress(start, steps, log_every, enabled=not quiet)
     stop = StopSignals().install()
@@ -98,6 +111,11 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
                 lr_b, hr_b = dataset.batch(step, batch_size)
                 pred = net(torch.round(lr_b * 255.0))
                 loss = F.mse_loss(pred / 255.0, hr_b)
+                if flat_weight:
+                    flat_out = net(flat_in)  # (256, 1, s, s)
+                    flat_err = flat_out - flat_in  # forward values are the engine's exactly
+                    loss = loss + flat_weight * flat_err.square().mean() / 255.0 ** 2
+                    flat_max = float(flat_err.detach().abs().max())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -111,9 +129,12 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
                 bar.update(done, value, opt.param_groups[0]["lr"])
                 if done % log_every == 0 or done == end:
                     now = time.time()
-                    logf.write(json.dumps({"step": done, "loss": sum(window) / len(window),
-                                           "lr": opt.param_groups[0]["lr"],
-                                           "s_per_step": (now - t_last) / len(window)}) + "\n")
+                    record = {"step": done, "loss": sum(window) / len(window),
+                              "lr": opt.param_groups[0]["lr"],
+                              "s_per_step": (now - t_last) / len(window)}
+                    if flat_max is not None:
+                        record["flat_max"] = flat_max
+                    logf.write(json.dumps(record) + "\n")
                     logf.flush()
                     window, t_last = [], now
                 if val_dir is not None and val_every and (done % val_every == 0 or done == steps):

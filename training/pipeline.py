@@ -17,7 +17,8 @@ The config TOML holds the model (``[model]``), the network training (``[train]``
     steps = 1500
     lr = 0.1
     lr_min = 0.005
-    batch_size = 16                   # optional: crop (48), val_every (500), freeze_rc (false)
+    batch_size = 16                   # optional: crop (48), val_every (500), freeze_rc (false),
+                                      # flat_weight (0: rclut-train finetune --flat-weight)
 
 Stages, each skipped when its output exists and resumed when half done (re-running the command
 is always safe, and it is how a stopped pipeline continues):
@@ -64,6 +65,7 @@ class FinetuneLeg:
     crop: int = 48
     val_every: int = 500
     freeze_rc: bool = False
+    flat_weight: float = 0.0
 
 
 @dataclass
@@ -320,7 +322,8 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
             finetune(source, pc.data_dirs, out, steps=leg.steps, batch_size=leg.batch_size,
                      crop=leg.crop, lr=leg.lr, lr_min=leg.lr_min, run_dir=leg_run,
                      resume=(leg_run / "last.pt").exists(), val_every=leg.val_every,
-                     val_data=val, train_rc=not leg.freeze_rc, threads=threads)
+                     val_data=val, train_rc=not leg.freeze_rc, threads=threads,
+                     flat_weight=leg.flat_weight)
         source = out
         if finished(f"ft{i}"):
             return status
