@@ -71,7 +71,8 @@ def test_full_pipeline_then_rerun_skips_everything(tmp_path):
     md = (res / "results.md").read_text()
     assert "network steps: 6 / 6" in md and "PSNR" in md
     scores = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert list(scores) == ["bench"] and scores["bench"]["psnr"] > 0
+    assert list(scores) == ["bench", "flat_field"] and scores["bench"]["psnr"] > 0
+    assert 0 <= scores["flat_field"]["max"] <= 255 and "Flat field: flat grey moves" in md
     again = run_pipeline(cfg, say=lambda _s: None)
     assert {k: v for k, v in again.items() if k != "results"} == {
         k: "skipped" for k in ("train", "transfer", "ft1", "ft2", "stamp", "eval")}

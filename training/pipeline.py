@@ -31,14 +31,14 @@ is always safe, and it is how a stopped pipeline continues):
 3. ``ft1`` .. ``ftN``: ``RUN/ftK.npz`` through ``RUN/ftK/`` (resumable runs of their own);
 4. ``stamp``: ``RUN/<name>.npz``, the last bundle with its budget in ``spec.extra["training"]``
    (steps, wall and CPU hours of each part, read from the logs);
-5. ``eval``: ``RUN/eval.json``, PSNR / SSIM of the bundle on every eval set (numba engine);
+5. ``eval``: ``RUN/eval.json``, PSNR / SSIM of the bundle on every eval set (numba engine),
+   and how far it moves flat grey (``rclut_numba.analysis.flat_field_deviation``);
 6. ``results``: ``results/<name>/``: the config, the logs, the final network checkpoint, the
    bundle and ``results.md``.  Intermediate checkpoints never leave ``RUN/``.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import time
@@ -224,17 +224,19 @@ def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
     ev = run / "eval.json"
     if ev.is_file():
         scores = json.loads(ev.read_text())
+        flat = scores.pop("flat_field", None)
         lines += ["", "Bundle (numba engine), PSNR / SSIM:", "",
                   "| " + " | ".join(scores) + " |", "|" + "---:|" * len(scores),
                   "| " + " | ".join(f"{v['psnr']:.4f} / {v['ssim']:.4f}"
                                     for v in scores.values()) + " |"]
+        if flat:
+            lines += ["", f"Flat field: {flat['summary']}."]
     return "\n".join(lines) + "\n"
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
 
 
 def _report_progress(pc, cfg, stage, config: Path) -> None:
@@ -379,6 +381,7 @@ def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfi
 
 
 def evaluate_bundle(bundle: Path, sets, say=print) -> dict:
+    from rclut_numba.analysis import flat_field_deviation, format_flat_field
     from rclut_numba.engine import load_model
     from rclut_numba.evaluation import evaluate
 
@@ -390,6 +393,10 @@ def evaluate_bundle(bundle: Path, sets, say=print) -> dict:
         r = evaluate(model.upscale, folder, model.spec.scale, out=lambda _s: None)
         scores[name] = {"psnr": r["mean_psnr"], "ssim": r["mean_ssim"]}
         say(f"  {name}: PSNR {r['mean_psnr']:.4f} SSIM {r['mean_ssim']:.4f}")
+    flat = flat_field_deviation(model)
+    scores["flat_field"] = {"max": int(flat.max()), "levels_over_1": int((flat > 1).sum()),
+                            "summary": format_flat_field(flat)}
+    say(f"  flat field: {scores['flat_field']['summary']}")
     return scores
 
 
