@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rclut_numba.spec import Branch, ModelSpec, mulut_sdy_x2, rclut_paper
-from training.data import SRDataset, synthetic_images
+from training.data import DataError, SRDataset, synthetic_images
 from training.naive import naive_block, naive_forward, naive_rc
 from training.networks import Block, LUTNet, RCModule, WeightsError, load_mulut_npz, round_ste
 
@@ -217,3 +217,24 @@ def test_dataset_crops_are_reproducible_aligned_and_cached(tmp_path):
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     SRDataset([tmp_path / "img"], 4, 8, tmp_path / "cache", log=logs.append)
     assert "1 downscaled now" in logs[-1]
+
+
+def test_flat_share_replaces_samples_with_flat_crops_and_keeps_the_others(tmp_path):
+    synthetic_images(tmp_path / "img", n=3, size=80)
+    plain = SRDataset([tmp_path / "img"], 4, 8, tmp_path / "cache", seed=5, log=lambda _s: None)
+    mixed = SRDataset([tmp_path / "img"], 4, 8, tmp_path / "cache", seed=5, log=lambda _s: None,
+                      flat_share=0.5)
+    n_flat = 0
+    for step in range(6):
+        lr, hr = plain.batch(step, 8)
+        lr_m, hr_m = mixed.batch(step, 8)
+        assert torch.equal(mixed.batch(step, 8, rank=1, world=2)[1], hr_m[4:])
+        for i in range(8):
+            level = lr_m[i].flatten()[0]
+            if torch.all(lr_m[i] == level) and torch.all(hr_m[i] == level):
+                n_flat += 1
+            else:  # not replaced: the sample of a run without flat crops
+                assert torch.equal(lr_m[i], lr[i]) and torch.equal(hr_m[i], hr[i])
+    assert 12 <= n_flat <= 36  # about half of 48
+    with pytest.raises(DataError, match="flat_share"):
+        SRDataset([tmp_path / "img"], 4, 8, tmp_path / "cache", flat_share=1.0)

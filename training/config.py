@@ -43,6 +43,7 @@ class TrainConfig:
                                  # float32 in every precision
     amp: str = ""                # legacy (checkpoints before `precision`): "bf16" selects
                                  # precision "bf16-autocast"
+    flat_share: float = 0.0      # share of samples that are flat grey crops (training/data.py)
     compile: bool = False        # torch.compile the training forward (measured ~7% on CPU, ~45 s
                                  # to compile)
 

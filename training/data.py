@@ -10,6 +10,11 @@
   turn.  Windows are drawn uniformly over all valid LR positions of all images (so each pixel
   is equally likely, whatever the image sizes); images smaller than a crop are skipped.
 
+With ``flat_share`` > 0, each sample is instead, with that probability, a flat crop (LR and HR
+one random grey level everywhere: a flat image downscales to itself), drawn from a generator
+of its own seeded with ``(seed, step, 1)`` so the natural samples stay those of a run without
+it.  It teaches flat in, flat out, which natural crops leave to chance.
+
 Randomness is counter-based: the batch of step ``t`` is drawn from a generator seeded with
 ``(seed, t)``, so it is a pure function of the step.  Resuming from a checkpoint therefore
 replays exactly the batches of an uninterrupted run with no generator state to carry, and
@@ -82,8 +87,12 @@ class SRDataset:
     """In-memory (LR, HR) pairs with reproducible random crops; see the module docstring."""
 
     def __init__(self, dirs, scale: int, crop: int, cache_dir, seed: int = 0,
-                 log: Callable[[str], object] = print, build_cache: bool = True):
+                 log: Callable[[str], object] = print, build_cache: bool = True,
+                 flat_share: float = 0.0):
         self.scale, self.crop, self.seed = int(scale), int(crop), int(seed)
+        if not 0.0 <= flat_share < 1.0:
+            raise DataError(f"flat_share must be in [0, 1), got {flat_share}")
+        self.flat_share = float(flat_share)
         files = find_images(dirs)
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -150,8 +159,17 @@ class SRDataset:
         rot = rng.integers(0, 4, size=n)
         per = n // world
         lo, hi = rank * per, (rank + 1) * per
+        flat_level = np.full(n, -1)
+        if self.flat_share:
+            flat_rng = np.random.default_rng([self.seed, int(step), 1])
+            is_flat = flat_rng.random(n) < self.flat_share
+            flat_level[is_flat] = flat_rng.integers(0, 256, n)[is_flat]
         lrs, hrs = [], []
         for i in range(lo, hi):
+            if flat_level[i] >= 0:
+                lrs.append(np.full((c, c), flat_level[i], np.uint8))
+                hrs.append(np.full((s * c, s * c), flat_level[i], np.uint8))
+                continue
             it = self.items[img[i]]
             ch = min(int(u[i, 0] * it.lr.shape[0]), it.lr.shape[0] - 1)
             y = min(int(u[i, 1] * (it.lr.shape[1] - c + 1)), it.lr.shape[1] - c)

@@ -335,12 +335,13 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
     log_fn = say if main else (lambda *_: None)
     dataset = None
     if main:
-        dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn)
+        dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn,
+                            flat_share=cfg.flat_share)
     if world > 1:
         dist.barrier()
     if not main:
         dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn,
-                            build_cache=False)
+                            build_cache=False, flat_share=cfg.flat_share)
 
     # Validation sets: one folder or several separated by commas; the first decides best.pt.
     val_dirs = []
