@@ -7,13 +7,14 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch", reason="torch is not installed (training extra)")
 
 from rclut_numba.engine import LutModel
+from rclut_numba.rc_storage import project_rc_tables
 from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper, srlut
 from strategies import images, random_arrays, specs
 from training.lut_forward import LutForward, _WeightedGather, _WindowSum, round_half_even_div
 
 
-def torch_upscale(spec, arrays, image):
-    net = LutForward(spec, arrays)
+def torch_upscale(spec, arrays, image, project_rc=False):
+    net = LutForward(spec, arrays, project_rc=project_rc)
     with torch.no_grad():
         y = net(torch.from_numpy(image.astype(np.float32))[None, None])
     assert torch.equal(y, torch.round(y))  # integer-valued
@@ -25,6 +26,23 @@ def torch_upscale(spec, arrays, image):
 def test_torch_forward_equals_engine(spec, seed, image):
     arrays = random_arrays(spec, seed)
     assert np.array_equal(torch_upscale(spec, arrays, image), LutModel(spec, arrays).upscale(image))
+
+
+@settings(max_examples=30)
+@given(spec=specs(), seed=st.integers(0, 2 ** 32 - 1), image=images(max_side=16),
+       scale_rows=st.integers(0, 9))
+def test_projected_forward_equals_the_engine_on_the_stored_tables(spec, seed, image, scale_rows):
+    # off-grid RC tables (random int16 rows, shrunk by 2**scale_rows so every shift occurs):
+    # project_rc reads them as the bundle will store them
+    arrays = random_arrays(spec, seed)
+    rng = np.random.default_rng(seed)
+    for k in [k for k in arrays if k.endswith("_rc_table")]:
+        arrays[k] = (rng.integers(-32768, 32768, arrays[k].shape) >> scale_rows).astype(np.int16)
+    stored = project_rc_tables(arrays)
+    assert np.array_equal(torch_upscale(spec, arrays, image, project_rc=True),
+                          LutModel(spec, stored).upscale(image))
+    assert np.array_equal(torch_upscale(spec, stored, image, project_rc=True),
+                          torch_upscale(spec, stored, image))  # on the grid: nothing moves
 
 
 @pytest.mark.parametrize("make", [srlut, mulut_sdy_x2, rclut_paper])

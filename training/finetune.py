@@ -67,7 +67,7 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
         torch.set_num_threads(threads)
     say = (lambda *_: None) if quiet else (lambda s: print(s, flush=True))
 
-    net = LutForward(spec, arrays, train_rc=train_rc)
+    net = LutForward(spec, arrays, train_rc=train_rc, project_rc=True)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, steps, lr, lr_min))
     start = 0

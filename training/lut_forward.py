@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rclut_numba.rc_storage import project_rc_table
+from rclut_numba.rc_storage import CODE_MAX, MAX_SHIFT, project_rc_table
 from rclut_numba.spec import PATTERN_OFFSETS, ModelSpec, array_key
 
 
@@ -42,6 +42,20 @@ def _exact_stage_output(acc: torch.Tensor, divisor: int, bias: int) -> torch.Ten
     exact = round_half_even_div(acc.detach().round().long() + bias * divisor, divisor).clamp(0, 255)
     smooth = acc / divisor + bias
     return smooth + (exact.to(acc.dtype) - smooth).detach()
+
+
+def _ste_project_rows(table: torch.Tensor) -> torch.Tensor:
+    """``rclut_numba.rc_storage.project_rc_table`` on an integer-valued (N*N, 256) table in the
+    forward pass (non-centre rows rounded half to even onto their ``2**k`` grid), identity in
+    the backward pass."""
+    with torch.no_grad():
+        biggest = table.abs().amax(1)
+        k = sum((biggest > (CODE_MAX << j)).long() for j in range(MAX_SHIFT + 1))
+        k[table.shape[0] // 2] = 0  # the centre row is stored as it is
+        k = torch.where(k > MAX_SHIFT, 0, k)  # such a row is not packable: kept as it is
+        step = torch.pow(2.0, k.to(table.dtype))[:, None]
+        projected = torch.round(table / step) * step
+    return table + (projected - table).detach()
 
 
 def central_difference(rows: torch.Tensor) -> torch.Tensor:
@@ -105,11 +119,18 @@ class _WeightedGather(torch.autograd.Function):
 
 class LutForward(nn.Module):
     """A bundle's tables as parameters; ``forward`` maps (N, 1, H, W) pixel values 0..255 to
-    (N, 1, H*s, W*s), exactly as ``rclut_numba`` does for uint8 input."""
+    (N, 1, H*s, W*s), exactly as ``rclut_numba`` does for uint8 input.
 
-    def __init__(self, spec: ModelSpec, arrays: dict[str, np.ndarray], train_rc: bool = True):
+    With ``project_rc`` the RC tables are read as :meth:`export_arrays` will store them
+    (projected onto the packed grid), so that fine-tuning optimises the bundle it writes: off
+    the grid an RC table's window sums, and so its codes, differ from the stored model's.
+    """
+
+    def __init__(self, spec: ModelSpec, arrays: dict[str, np.ndarray], train_rc: bool = True,
+                 project_rc: bool = False):
         super().__init__()
         self.spec = spec
+        self.project_rc = project_rc
         self.luts = nn.ParameterDict()
         self.rc_tables = nn.ParameterDict()
         for si, bi, br in spec.branches():
@@ -141,7 +162,10 @@ class LutForward(nn.Module):
     # ---- pieces --------------------------------------------------------------------------
     def _rc_map(self, key: str, n: int, x: torch.Tensor) -> torch.Tensor:
         """RC index map of a (rotated) image x (N, 1, H, W); exact forward, secant gradient."""
-        table = _ste_round(self.rc_tables[key], -32768, 32767).reshape(-1)
+        table = _ste_round(self.rc_tables[key], -32768, 32767)
+        if self.project_rc:
+            table = _ste_project_rows(table)
+        table = table.reshape(-1)
         thr = getattr(self, f"{key}_thr")
         c = n // 2
         b, _, h, w = x.shape
