@@ -100,6 +100,13 @@ def test_bad_pipeline_tables_are_refused(tmp_path):
     cfg.write_text(text)
     with pytest.raises(ConfigError, match="legs.*#1"):
         load_pipeline(cfg)
+    cfg.write_text(text.replace("steps = 0\n", "steps = 2\nflat_weight = -1\n"))
+    with pytest.raises(ConfigError, match="#1: flat_weight must be"):
+        load_pipeline(cfg)
+    ok = text.replace("steps = 0\n", "steps = 2\n")
+    cfg.write_text(ok.replace("[train]", "[train]\nflat_share = 1.5"))
+    with pytest.raises(ConfigError, match="flat_share must be in"):
+        load_pipeline(cfg)
 
 
 def test_each_part_of_a_run_is_charged_its_own_speed(tmp_path):

@@ -116,4 +116,6 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
     if not 0 < cfg.lr_min <= cfg.lr:
         raise ConfigError(f"{path}: [train] needs 0 < lr_min <= lr, got lr={cfg.lr}, "
                           f"lr_min={cfg.lr_min}")
+    if not 0 <= cfg.flat_share < 1:
+        raise ConfigError(f"{path}: [train] flat_share must be in [0, 1), got {cfg.flat_share}")
     return spec, cfg

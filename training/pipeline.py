@@ -141,6 +141,9 @@ def load_pipeline(path) -> tuple:
         if leg.steps < 1 or not 0 < leg.lr_min <= leg.lr:
             raise ConfigError(f"{path} [[finetune.legs]] #{i + 1}: needs steps >= 1 and "
                               f"0 < lr_min <= lr")
+        if not 0 <= leg.flat_weight < float("inf"):
+            raise ConfigError(f"{path} [[finetune.legs]] #{i + 1}: flat_weight must be a "
+                              f"finite number >= 0")
     return spec, cfg, pc
 
 
