@@ -7,7 +7,10 @@ equal, so a group of levels spanning ``a..b`` is moved by at least ``ceil((b - a
 last-stage tables: where a group spans 4 levels or more, no last stage brings flat grey within
 1 level; the earlier stages (RC windows included, or the network) must separate them first.
 
-    python scripts/flat_field_study.py BUNDLE [BUNDLE ...]
+    python scripts/flat_field_study.py BUNDLE|CHECKPOINT.pt [...]
+
+A training checkpoint (``.pt``) is measured as the float network (its output rounded); the
+last-stage columns are then left blank.
 """
 from __future__ import annotations
 
@@ -21,6 +24,16 @@ from rclut_numba.bundle import BundleError, load_bundle
 from rclut_numba.engine import LutModel
 from rclut_numba.spec import array_key
 from training.lut_forward import LutForward, _exact_stage_output
+from training.train import TrainError, load_checkpoint, model_from_checkpoint
+
+
+def network_flat_shift(path):
+    """Per grey level, the flat shift of a checkpoint's float network (output rounded)."""
+    net = model_from_checkpoint(load_checkpoint(path)).eval()
+    levels = torch.arange(256, dtype=torch.float32).reshape(256, 1, 1, 1)
+    with torch.no_grad():
+        out = torch.round(net(levels / 255.0)).clamp(0, 255)
+    return (out - levels).abs().amax((1, 2, 3)).long().numpy()
 
 
 def last_stage_groups(spec, arrays) -> list[list[int]]:
@@ -48,6 +61,14 @@ def main(argv=None) -> int:
           "| best max shift of any last stage | levels that no last stage brings within 1 |")
     print("|---|---:|---:|---:|---:|---:|")
     for path in args.bundles:
+        if path.endswith(".pt"):
+            try:
+                shift = network_flat_shift(path)
+                print(f"| {path} (network) | {shift.max()} | {(shift > 1).sum()} | | | |")
+            except TrainError as e:
+                print(f"flat_field_study: {e}", file=sys.stderr)
+                return 2
+            continue
         try:
             spec, arrays = load_bundle(path)
         except BundleError as e:
