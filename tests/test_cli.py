@@ -116,6 +116,8 @@ def test_default_model_error_or_runs(capsys):
     rc = main(["info"])
     if DEFAULT_MODEL.is_file():
         assert rc == 0
+        out = capsys.readouterr().out
+        assert re.search(r"flat field: flat grey moves by at most \d+ levels? .*of 256 levels", out)
     else:
         assert rc == 2 and "no default model" in capsys.readouterr().err
 
