@@ -346,6 +346,7 @@ def cmd_upscale(args) -> int:
 def cmd_info(args) -> int:
     from .analysis import flat_field_deviation, format_flat_field
     model = _load(args.model)
+    Warmup(model, False, Console())(np.zeros((1, 1), np.uint8))  # says so if it compiles
     spec = model.spec
     print(spec.describe())
     print(f"source: {model.source}")
