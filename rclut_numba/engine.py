@@ -102,6 +102,7 @@ class _StagePlan:
         self.last = si == len(spec.stages) - 1
         self.out_scale = spec.scale if self.last else 1
         self.divisor, self.bias = spec.stage_rescale(si)
+        self.residual = self.last and spec.residual
         rc_branches = sorted((bi for bi, br in enumerate(stage.branches) if br.rc),
                              key=lambda bi: -stage.branches[bi].rc)
         rc_slot = {bi: j for j, bi in enumerate(rc_branches)}
@@ -164,16 +165,17 @@ class _StagePlan:
         """This stage's arguments to :func:`lut_two_stages`."""
         head = (self.pad, self.reach, self.half, self.n_maps, self.reads, self.n_inputs,
                 self.row_start, self.tables)
-        tail = (self.den, self.rc is not None) + self.rc_args
-        return head + ((self.bias,) if not self.last else ()) + tail
+        rescale = (self.den, self.residual) if self.last else (self.bias, self.den)
+        return head + rescale + (self.rc is not None,) + self.rc_args
 
     def new_maps(self, n_planes: int, h: int, w: int) -> np.ndarray:
         return np.empty((n_planes, self.n_maps, h + 2 * self.pad, w + 2 * self.pad), np.uint8)
 
-    def run(self, maps: np.ndarray, out: np.ndarray, out_pad: int = 0, c0: int = 0) -> None:
+    def run(self, maps: np.ndarray, out: np.ndarray, out_pad: int = 0, c0: int = 0,
+            image: np.ndarray | None = None) -> None:
         """Stage input ``maps`` (map 0 filled, padding included) -> ``out``: the next stage's
         maps (map 0 filled) or, for the last stage, channels ``c0..`` of the (H*s, W*s, C)
-        output."""
+        output; ``image`` (H, W, C) is the model's input, which a residual last stage adds."""
         p = self.pad
         t = time.perf_counter()
         if self.rc is not None:
@@ -183,7 +185,8 @@ class _StagePlan:
             t = _lap("copies", t)
         if self.last:
             lut_stage_block(maps, p, self.reads, self.n_inputs, self.row_start, self.tables,
-                            self.interval, self.levels, self.den, self.out_scale, out, c0)
+                            self.interval, self.levels, self.den, self.out_scale, out, c0,
+                            self.residual, image)
         else:
             lut_stage_single(maps, p, self.reads, self.n_inputs, self.row_start, self.tables,
                              self.interval, self.levels, self.bias, self.den, out, out_pad)
@@ -259,7 +262,7 @@ class LutModel:
         t = _lap("copies", t)
         for plan, after in zip(self._plans, self._plans[1:] + [None], strict=True):
             if after is None:
-                plan.run(maps, out, c0=c0)
+                plan.run(maps, out, c0=c0, image=image)
             else:
                 t = time.perf_counter()
                 nxt = after.new_maps(n, h, w)

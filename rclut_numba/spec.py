@@ -14,7 +14,10 @@ The arithmetic every implementation shares (engine, slow reference, torch LUT fo
   a 1D LUT lookup is the exact entry times ``interval`` (same units).
 * All weighted entries of a stage (branches x rotations) are summed exactly into ``acc``.
 * Between stages: ``x = round(clip(acc / (interval * 4 * branches) + 127, 0, 255))``.
-* Last stage: ``y = round(clip(acc / (interval * branches), 0, 255))``.
+* Last stage: ``y = round(clip(acc / (interval * branches) + base, 0, 255))``, where ``base``
+  is 0, or in a *residual* model the model's input pixel the output block belongs to (its
+  anchor): the tables then hold a correction to nearest-neighbour upscaling, and a flat image
+  stays flat whatever codes its levels give the last stage, as long as the tables say ~0.
 * ``round`` is round-half-to-even of the exact rational value.
 * An RC window turns its N*N pixels into ``q = #{k : sum_p table[p, pixel_p] >= thr[k]}``
   (int16 tables, 255 sorted int32 thresholds, so q is 0..255; a bundle may store the tables
@@ -29,8 +32,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT_VERSION = 2  # 2: RC tables may be stored packed (rc_storage); 1 is still read
-READABLE_VERSIONS = (1, 2)
+# 2: RC tables may be stored packed (rc_storage); 3: the "residual" key.  1 and 2 are still read.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 # (row, col) offsets of the pattern pixels from the anchor, in the (rotated) image frame.
 PATTERN_OFFSETS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -44,7 +48,7 @@ MAX_RC_WINDOW = 15
 MAX_STAGES = 16  # far beyond any published layout; bounds what a stranger's spec can ask for
 MAX_BRANCHES = 64
 MAX_NAME_LENGTH = 200
-SPEC_KEYS = ("format_version", "name", "scale", "interval", "stages", "extra")
+SPEC_KEYS = ("format_version", "name", "scale", "interval", "stages", "residual", "extra")
 
 
 class SpecError(ValueError):
@@ -100,6 +104,7 @@ class ModelSpec:
     scale: int
     stages: tuple[Stage, ...]
     interval: int = 16
+    residual: bool = False  # the last stage adds its output block's input pixel (module doc)
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes, kept in the bundle
 
     def __post_init__(self):
@@ -120,6 +125,8 @@ class ModelSpec:
             raise SpecError("a model needs at least one stage")
         if len(self.stages) > MAX_STAGES:
             raise SpecError(f"a model has at most {MAX_STAGES} stages, got {len(self.stages)}")
+        if not isinstance(self.residual, bool):
+            raise SpecError(f"residual must be true or false, got {_short(self.residual)}")
         if not isinstance(self.extra, dict):
             raise SpecError(f"extra must be a dict, got {type(self.extra).__name__}")
 
@@ -138,9 +145,10 @@ class ModelSpec:
         The output is ``round(clip(acc / divisor + bias, 0, 255))``, where ``acc`` sums the
         stage's table entries over branches and rotations. Between stages the sum is averaged
         over branches and rotations and re-centred on 127; the last stage averages over branches
-        only, without a bias. With ``interpolated`` (tables read by 4-simplex interpolation,
-        whose weights sum to ``interval``) ``acc`` carries a factor ``interval`` that the
-        divisor includes; a network's sum (``interpolated=False``) does not.
+        only, without a bias (a residual model adds its input pixel there instead: ``base`` in
+        the module doc, not part of this pair). With ``interpolated`` (tables read by 4-simplex
+        interpolation, whose weights sum to ``interval``) ``acc`` carries a factor ``interval``
+        that the divisor includes; a network's sum (``interpolated=False``) does not.
         """
         n = len(self.stages[stage_index].branches)
         last = stage_index == len(self.stages) - 1
@@ -174,7 +182,8 @@ class ModelSpec:
 
     def describe(self) -> str:
         stages = " | ".join(", ".join(b.label() for b in st.branches) for st in self.stages)
-        return f"{self.name}: x{self.scale}, interval {self.interval}, stages [{stages}]"
+        residual = ", residual" if self.residual else ""
+        return f"{self.name}: x{self.scale}, interval {self.interval}{residual}, stages [{stages}]"
 
     # ---- (de)serialisation ------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -185,6 +194,7 @@ class ModelSpec:
             "interval": self.interval,
             "stages": [[{"pattern": b.pattern, "rc": b.rc} for b in st.branches]
                        for st in self.stages],
+            "residual": self.residual,
             "extra": self.extra,
         }
 
@@ -237,8 +247,10 @@ class ModelSpec:
         extra = d.get("extra", {})
         if not isinstance(extra, dict):
             raise SpecError("spec 'extra' must be an object")
+        if d.get("residual", False) is True and version < 3:
+            raise SpecError(f"spec format_version {version} has no residual models (3 has)")
         return cls(name=d["name"], scale=d["scale"], interval=d.get("interval", 16),
-                   stages=tuple(stages), extra=extra)
+                   stages=tuple(stages), residual=d.get("residual", False), extra=extra)
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:

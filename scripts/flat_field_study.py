@@ -6,6 +6,8 @@ stage's output where a branch has no window).  Levels whose inputs are equal mus
 equal, so a group of levels spanning ``a..b`` is moved by at least ``ceil((b - a) / 2)`` by any
 last-stage tables: where a group spans 4 levels or more, no last stage brings flat grey within
 1 level; the earlier stages (RC windows included, or the network) must separate them first.
+A residual last stage adds each level to its correction, and every flat level wants the same
+correction (0), so grouped levels constrain nothing there: its best is 0.
 
     python scripts/flat_field_study.py BUNDLE|CHECKPOINT.pt [...]
 
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
             return 2
         shift = flat_field_deviation(LutModel(spec, arrays))
         groups = last_stage_groups(spec, arrays)
-        bound = [(max(g) - min(g) + 1) // 2 for g in groups]
+        bound = [0 if spec.residual else (max(g) - min(g) + 1) // 2 for g in groups]
         stuck = sum(len(g) for g, b in zip(groups, bound, strict=True) if b > 1)
         print(f"| {path} | {shift.max()} | {(shift > 1).sum()} | {len(groups)} | {max(bound)} "
               f"| {stuck} |")

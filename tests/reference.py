@@ -88,9 +88,12 @@ def run_reference(spec: ModelSpec, arrays, plane: np.ndarray) -> np.ndarray:
         n = len(stage.branches)
         acc = sum(branch_output(spec, si, bi, arrays, x, out_scale) for bi in range(n))
         divisor, bias = (spec.interval * n, 0) if last else (spec.interval * 4 * n, 127)
+        # a residual model's last stage adds, to each output pixel, the input pixel it came from
+        nearest = np.kron(plane.astype(np.int64), np.ones((out_scale, out_scale), np.int64))
+        base = nearest if last and spec.residual else np.zeros(acc.shape, np.int64)
 
-        def output(a, divisor=divisor, bias=bias):
-            return round(min(max(Fraction(int(a), divisor) + bias, 0), 255))
+        def output(a, b, divisor=divisor, bias=bias):
+            return round(min(max(Fraction(int(a), divisor) + bias + int(b), 0), 255))
 
-        x = np.vectorize(output, otypes=[np.uint8])(acc)
+        x = np.vectorize(output, otypes=[np.uint8])(acc, base)
     return x

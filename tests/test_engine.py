@@ -1,4 +1,6 @@
 """The numba engine against its readable twin, and its invariances (threads, tiles, colour)."""
+import dataclasses
+
 import numba
 import numpy as np
 import pytest
@@ -54,6 +56,24 @@ def test_named_families_equal_reference(make):
     arrays = random_arrays(spec, 7)
     image = np.random.default_rng(3).integers(0, 256, (9, 11), dtype=np.uint8)
     assert np.array_equal(LutModel(spec, arrays).upscale(image), run_reference(spec, arrays, image))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_residual_model_with_zero_last_tables_is_nearest_neighbour(threads):
+    # A residual last stage adds the input pixel to the tables' correction: with the last
+    # stage's tables all zero the model is nearest-neighbour upscaling, whatever stage 1 and
+    # the RC windows compute (the RC-LUT layout, interval 16, every colour channel).
+    spec = dataclasses.replace(rclut_paper(), residual=True)
+    arrays = random_arrays(spec, 5)
+    for name in arrays:
+        if name.startswith("s2_") and name.endswith("_lut"):
+            arrays[name][:] = 0
+    image = np.random.default_rng(6).integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    image[:4] = 77  # and a flat patch
+    got = LutModel(spec, arrays).upscale(image, threads=threads)
+    assert np.array_equal(got, image.repeat(4, 0).repeat(4, 1))
+    plain = LutModel(dataclasses.replace(spec, residual=False), arrays).upscale(image)
+    assert not plain.any()  # the same tables without the residual: zero everywhere
 
 
 def test_full_interval_16_equals_reference():

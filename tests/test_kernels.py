@@ -78,8 +78,9 @@ def _small_specs():
         ModelSpec("mulut-like", 2, (Stage((s, d, y)), Stage((s, one, y))), interval=64),
         ModelSpec("rc-like", 3, (Stage((Branch("S", 3), Branch("S", 5), Branch("1", 1))),
                                  Stage((Branch("1", 3), Branch("D", 5), Branch("Y")))),
-                  interval=128),
-        ModelSpec("x8", 8, (Stage((Branch("S", 7), Branch("Y", 3))),), interval=128),  # 64 outputs
+                  interval=128, residual=True),
+        ModelSpec("x8", 8, (Stage((Branch("S", 7), Branch("Y", 3))),), interval=128,
+                  residual=True),  # 64 outputs
     ]
 
 
@@ -107,7 +108,8 @@ def test_stage_kernels_as_python_equal_compiled(spec, monkeypatch):
         if after is None:
             got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_stage_block, (
                 maps, p, *common, plan.den, plan.out_scale,
-                np.zeros((h * plan.out_scale, w * plan.out_scale, n), np.uint8), 0), -2)
+                np.zeros((h * plan.out_scale, w * plan.out_scale, n), np.uint8), 0,
+                plan.residual, image), -4)
             assert np.array_equal(got, got_py)
             assert np.array_equal(got, expected)
         else:
@@ -204,10 +206,12 @@ def test_division_in_the_chosen_float_type_rounds_half_to_even_exactly(divisor):
     assert np.array_equal(np.rint(n.astype(real) / real(divisor)).astype(np.int64), exact)
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("real", [np.float32, np.float64])
-def test_block_kernel_in_either_float_type(real):
+def test_block_kernel_in_either_float_type(real, residual):
     # Both builds of the division agree (the engine picks float64 only for huge divisors).
-    spec = ModelSpec("m", 2, (Stage((Branch("S"), Branch("1"))),), interval=64)
+    spec = ModelSpec("m", 2, (Stage((Branch("S"), Branch("1"))),), interval=64,
+                     residual=residual)
     model = LutModel(spec, random_arrays(spec, 4))
     plan = model._plans[0]
     image = np.random.default_rng(5).integers(0, 256, (9, 10, 1), dtype=np.uint8)
@@ -216,5 +220,5 @@ def test_block_kernel_in_either_float_type(real):
     out = np.zeros((18, 20, 1), np.uint8)
     lut_stage.lut_stage_block(maps, plan.pad, plan.reads, plan.n_inputs, plan.row_start,
                               plan.tables, plan.interval, plan.levels, real(plan.divisor), 2, out,
-                              0)
+                              0, residual, image)
     assert np.array_equal(out[..., 0], model.upscale_plane(image[..., 0], tile=None))

@@ -1,6 +1,7 @@
 """training.networks / training.data: network arithmetic, the RC module, MuLUT weights, crops."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -111,9 +112,10 @@ def test_pattern_pixels_in_spec_order_with_edge_padding():
         assert p[3, 3].tolist() == want_last
 
 
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
-def test_fast_forward_equals_naive_forward(config):
-    spec = ModelSpec.from_toml(config)
+def test_fast_forward_equals_naive_forward(config, residual):
+    spec = dataclasses.replace(ModelSpec.from_toml(config), residual=residual)
     torch.manual_seed(1)
     model = LUTNet(spec, nf=6, rc_channels=5)
     for shape in [(2, 1, 10, 10), (1, 1, 7, 11)]:  # square (batched rotations) and not

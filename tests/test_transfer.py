@@ -112,21 +112,28 @@ def test_published_mulut_network_transfers_to_published_figure(capsys):
     assert abs(result["mean_psnr"] - 30.528) <= 0.002  # MuLUT's figure before LUT fine-tuning
 
 
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("stages", [[["S", "D", "Y"]], [["rc3-1", "rc5-1"]], [["1"]]])
-def test_engine_equals_network_where_no_interpolation_happens(stages):
+def test_engine_equals_network_where_no_interpolation_happens(stages, residual):
     """On grid-valued pixels a 4D LUT holds the network's own outputs, and 1D LUTs and RC
-    tables are exact: one stage of the engine then equals the network pixel for pixel."""
-    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 16, "stages": stages})
+    tables nearly so (their fixed point can move a window sitting on a step by one code: 0.9 %
+    of the rc5 codes here): one stage of the engine then equals the network pixel for pixel."""
+    spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 16, "stages": stages,
+                                "residual": residual})
     torch.manual_seed(1)
     net = LUTNet(spec, nf=16).eval()
     with torch.no_grad():
         for blk in net.blocks.values():
-            blk.conv6.bias.fill_(0.3)  # positive outputs, so the final clip does not hide errors
+            # outputs away from the final clip, so that it does not hide errors: positive, or
+            # (residual) corrections of either sign
+            blk.conv6.bias.fill_(0.0 if residual else 0.3)
     image = (np.random.default_rng(0).integers(0, 16, (12, 9)) * 16).astype(np.uint8)
     net_out = net.upscale_uint8(image)
     lut_out = LutModel(*transfer(net)).upscale(image)
     assert len(np.unique(net_out)) > 10
-    assert np.mean(net_out == lut_out) >= 0.999 and np.abs(net_out.astype(int) - lut_out).max() <= 1
+    # without the residual the RC stage's outputs would clip at 0 here and hide such flips
+    agree = 0.98 if any("rc" in b for b in stages[0]) else 0.999
+    assert np.mean(net_out == lut_out) >= agree and np.abs(net_out.astype(int) - lut_out).max() <= 1
 
 
 def test_spread_rc_samples_each_block_where_its_levels_now_point():

@@ -37,11 +37,23 @@ def _ste_round(t: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return t + (q - t).detach()
 
 
-def _exact_stage_output(acc: torch.Tensor, divisor: int, bias: int) -> torch.Tensor:
-    """Engine rounding in the forward pass, d/d(acc) = 1/divisor in the backward pass."""
-    exact = round_half_even_div(acc.detach().round().long() + bias * divisor, divisor).clamp(0, 255)
+def _exact_stage_output(acc: torch.Tensor, divisor: int, bias) -> torch.Tensor:
+    """Engine rounding in the forward pass, d/d(acc) = 1/divisor in the backward pass.
+
+    ``bias`` is an integer, or (a residual last stage) an integer-valued tensor of acc's shape.
+    """
+    if isinstance(bias, torch.Tensor):
+        offset = bias.detach().round().long() * divisor
+    else:
+        offset = bias * divisor
+    exact = round_half_even_div(acc.detach().round().long() + offset, divisor).clamp(0, 255)
     smooth = acc / divisor + bias
     return smooth + (exact.to(acc.dtype) - smooth).detach()
+
+
+def nearest_base(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """What a residual model's last stage adds: each input pixel over its s x s block."""
+    return x.repeat_interleave(spec.scale, -2).repeat_interleave(spec.scale, -1)
 
 
 def _ste_project_rows(table: torch.Tensor) -> torch.Tensor:
@@ -247,7 +259,12 @@ class LutForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
+        image = x
+        last = len(spec.stages) - 1
         for si in range(len(spec.stages)):
             acc = self._stage_acc(si, x)
-            x = _exact_stage_output(acc, *spec.stage_rescale(si))
+            divisor, bias = spec.stage_rescale(si)
+            if si == last and spec.residual:
+                bias = nearest_base(image, spec)
+            x = _exact_stage_output(acc, divisor, bias)
         return x

@@ -61,6 +61,7 @@ def naive_forward(model: LUTNet, x: torch.Tensor) -> torch.Tensor:
     """Same result as ``model(x)``: one block call per stage, rotation and branch."""
     spec = model.spec
     last = len(spec.stages) - 1
+    image = x
     for si, stage in enumerate(spec.stages):
         acc = 0
         for r in range(4):
@@ -70,6 +71,8 @@ def naive_forward(model: LUTNet, x: torch.Tensor) -> torch.Tensor:
                 acc = acc + torch.rot90(o, -r, (2, 3))
         nb = len(stage.branches)
         if si == last:
-            return round_ste(acc / nb)
+            # residual: each output pixel adds the input pixel it came from (nearest upscaling)
+            up = F.interpolate(image, scale_factor=spec.scale, mode="nearest") * 255.0
+            return round_ste(acc / nb + (torch.round(up) if spec.residual else 0.0))
         x = round_ste(torch.clamp(acc / (4 * nb) + 127.0, 0.0, 255.0)) / 255.0
     raise AssertionError("unreachable")

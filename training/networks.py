@@ -282,6 +282,12 @@ class LUTNet(nn.Module):
         for si, bi, br in spec.branches():
             self.blocks[array_key(si, bi)] = Block(br, spec.n_outputs(si), spec.scale, nf,
                                                    self.rc_channels, max_rows)
+        if spec.residual:
+            # a residual model starts as nearest-neighbour upscaling (corrections of exactly 0)
+            # instead of nearest plus the noise of randomly initialised last-stage outputs
+            with torch.no_grad():
+                for blk in self.stage_blocks(len(spec.stages) - 1):
+                    blk.conv6.weight.zero_()
 
     @property
     def precision(self) -> str:
@@ -325,10 +331,14 @@ class LUTNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.spec.stages) - 1
+        image = x
         for si in range(len(self.spec.stages)):
             divisor, bias = self.spec.stage_rescale(si, interpolated=False)
             acc = self.stage_sum(si, x)
             if si == last:
+                if self.spec.residual:  # the input pixel over its block (spec.py); exact ints
+                    bias = torch.round(image * 255.0).repeat_interleave(self.spec.scale, -2)
+                    bias = bias.repeat_interleave(self.spec.scale, -1)
                 return round_ste(acc / divisor + bias)
             x = round_ste(torch.clamp(acc / divisor + bias, 0.0, 255.0)) / 255.0
         raise AssertionError("unreachable")

@@ -449,7 +449,8 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
 def _config_toml(spec: ModelSpec, cfg: TrainConfig) -> str:
     """The effective config, re-readable by ``load_config``."""
     lines = ["[model]", f"name = {json.dumps(spec.name)}", f"scale = {spec.scale}",
-             f"interval = {spec.interval}", "stages = ["]
+             f"interval = {spec.interval}", f"residual = {json.dumps(spec.residual)}",
+             "stages = ["]
     for st in spec.stages:
         lines.append("  [" + ", ".join(json.dumps(b.label()) for b in st.branches) + "],")
     lines += ["]", "", "[train]"]

@@ -296,9 +296,11 @@ def _single_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start,
 
 @serial_jit
 def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, tables, interval,
-                levels, den, scale, out, out_c, flat_acc, flat_q, idx, wts):
+                levels, den, scale, out, out_c, flat_acc, flat_q, idx, wts, residual, image,
+                image_c):
     """Image rows ``y_lo .. y_hi`` of the last stage: their s x s blocks into channel ``out_c``
-    of ``out`` (H * s, W * s, channels)."""
+    of ``out`` (H * s, W * s, channels).  With ``residual`` each block's sum starts from its
+    model input pixel ``image[y, x, image_c]`` (times the divisor, so one rounding stays)."""
     n_planes, n_maps, buf_rows, padded_w = maps.shape
     width = padded_w - 2 * pad
     n_branch = reads.shape[0]
@@ -310,9 +312,16 @@ def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, 
     top = real(255)
     n_rows_table = tables.shape[1]
     flat_tables = tables.reshape(tables.size)
+    base_scale = np.int32(den)  # the divisor, an integer held in a float
     for y in range(y_lo, y_hi):
         lin = _read_offsets(reads, plane, n_maps, buf_rows, padded_w, y - row0, pad)
-        flat_acc[:] = 0
+        if residual:
+            for x in range(width):
+                start = np.int32(image[y, x, image_c]) * base_scale
+                for k in range(n_out):
+                    flat_acc[x * n_out + k] = start
+        else:
+            flat_acc[:] = 0
         for b in range(n_branch):
             base_row = row_start[b]
             for r in range(4):
@@ -567,7 +576,7 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
 
 @parallel_jit
 def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, levels, divisor,
-                    scale, out, c0):
+                    scale, out, c0, residual, image):
     """The last stage: an s x s output block per pixel, ``s * s <= K``.
 
     maps, pad, reads, n_inputs, row_start: as :func:`lut_stage_single`
@@ -575,8 +584,10 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
                s * s); ``tables[r, :, j]`` holds the column that lands on block entry j
                (row-major, image frame) under rotation r
     out:       (H * s, W * s, channels) uint8; plane p is written to channel ``c0 + p``
-    value:     ``round_half_even(clip(acc / divisor, 0, 255))``, as ``rint(real(acc) / divisor)``
-               in the float type of ``divisor`` (see :func:`division_type`)
+    value:     ``round_half_even(clip(acc / divisor + base, 0, 255))``, as
+               ``rint(real(acc + base * divisor) / divisor)`` in the float type of ``divisor``
+               (see :func:`division_type`); ``base`` is 0, or with ``residual`` the model input
+               pixel of the block, from plane p of ``image`` (H, W, planes) uint8
     """
     n_planes, n_maps, padded_h, padded_w = maps.shape
     height = padded_h - 2 * pad
@@ -594,7 +605,7 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
             y = row - plane * height
             _block_rows(maps, plane, -pad, pad, y, y + 1, reads, n_inputs, row_start, tables,
                         interval, levels, divisor, scale, out, c0 + plane, flat_acc, flat_q, idx,
-                        wts)
+                        wts, residual, image, plane)
 
 
 # ---- two stages fused per band of rows: one launch per image -------------------------------
@@ -605,7 +616,8 @@ def lut_two_stages(image, n_bands, interval, levels, scale,
                    pad1, reach1, half1, n_maps1, reads1, n_in1, row_start1, table1, bias1, den1,
                    has_rc1, off1, lanes1, start1, comb1, lev1, lev_start1, lev_len1, base1, map1,
                    pad2, reach2, half2, n_maps2, reads2, n_in2, row_start2, tables2, den2,
-                   has_rc2, off2, lanes2, start2, comb2, lev2, lev_start2, lev_len2, base2, map2,
+                   residual2, has_rc2, off2, lanes2, start2, comb2, lev2, lev_start2, lev_len2,
+                   base2, map2,
                    out, c0, colour, chroma, row_weights, row_index, col_weights, col_index,
                    inverse, offset, rgb):
     """A two-stage model on (H, W, C) ``image`` into channels ``c0 .. c0 + C`` of ``out``
@@ -669,7 +681,8 @@ def lut_two_stages(image, n_bands, interval, levels, scale,
         flat_acc = np.empty(width * n_out, np.int32)
         flat_q = np.empty(width * n_out, np.uint8)
         _block_rows(buf2, 0, row0_2, pad2, y0, y1, reads2, n_in2, row_start2, tables2, interval,
-                    levels, den2, scale, out, c0 + plane, flat_acc, flat_q, idx, wts)
+                    levels, den2, scale, out, c0 + plane, flat_acc, flat_q, idx, wts, residual2,
+                    image, plane)
         if colour:
             _chroma_rgb_rows(out, chroma, row_weights, row_index, col_weights, col_index,
                              inverse, offset, rgb, y0 * scale, y1 * scale)
