@@ -46,6 +46,21 @@ def test_transfer_a_tiny_rclut_run(tmp_path, images):
     assert cli_main(["transfer", str(run), "-o", str(out)]) == 2  # exists, no --force
 
 
+def test_a_residual_run_stays_residual_through_transfer_and_finetuning(tmp_path, images):
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / "rclut.toml"
+    text = config.read_text().replace('[model]\n', '[model]\nresidual = true\n', 1)
+    (tmp_path / "residual.toml").write_text(text)
+    run = tmp_path / "run"
+    train(tmp_path / "residual.toml", [images], run, steps=2, device="cpu",
+          overrides=parse_overrides(TINY), quiet=True)
+    assert cli_main(["transfer", str(run), "-o", str(tmp_path / "m.npz")]) == 0
+    spec, _ = load_bundle(tmp_path / "m.npz")
+    assert spec.residual
+    finetune(tmp_path / "m.npz", [images], tmp_path / "ft.npz", run_dir=tmp_path / "ft",
+             steps=1, batch_size=2, crop=12, val_every=0, log_every=1, quiet=True)
+    assert load_bundle(tmp_path / "ft.npz")[0].residual
+
+
 def small_bundle(tmp_path, stages=(("rc3-S", "D"), ("1", "S"))):
     spec = ModelSpec.from_dict({"name": "t", "scale": 2, "interval": 64,
                                 "stages": [list(s) for s in stages]})

@@ -15,6 +15,7 @@ stderr and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -128,9 +129,8 @@ def write_transferred_bundle(source, out, *, config=None, which="best", spread_r
     spec, arrays = transfer(model.eval(), spread_rc=spread_rc)
     # RC rows onto the bundle's packed grid (rclut_numba.rc_storage): 40 KB less, ~0.002 dB
     arrays = project_rc_tables(arrays)
-    spec = type(spec)(spec.name, spec.scale, spec.stages, spec.interval,
-                      extra={**spec.extra, "transferred_from": str(source),
-                             "spread_rc": bool(spread_rc)})
+    spec = dataclasses.replace(spec, extra={**spec.extra, "transferred_from": str(source),
+                                            "spread_rc": bool(spread_rc)})
     save_bundle(out, spec, arrays, force=force)
     say(f"wrote {out}: {spec.describe()}, {bundle_size_kb(spec, arrays):.1f} KB of tables")
 
