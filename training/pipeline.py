@@ -371,8 +371,15 @@ def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfi
     for i in range(1, len(pc.legs) + 1):
         s, w = run_seconds(run / f"ft{i}")
         ft_steps, ft_wall = ft_steps + s, ft_wall + w
+    # the schedule the network was trained on: a snapshot of a longer run (a config whose
+    # [train] steps stop early) keeps its run's
+    schedule = cfg.steps
+    if (run / "last.pt").is_file():
+        from .train import load_checkpoint
+
+        schedule = int(load_checkpoint(run / "last.pt")["train_config"].get("steps", schedule))
     spec.extra["training"] = {
-        "steps": steps, "schedule_steps": cfg.steps, "batch_size": cfg.batch_size,
+        "steps": steps, "schedule_steps": schedule, "batch_size": cfg.batch_size,
         "crop": cfg.crop, "nf": cfg.nf, "precision": cfg.training_precision,
         "data": ", ".join(pc.data), "threads": threads,
         "wall_hours": round(wall / 3600, 2), "cpu_hours": round(wall / 3600 * threads, 1),
