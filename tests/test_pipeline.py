@@ -89,6 +89,25 @@ def test_stopped_pipeline_continues_where_it_stopped(tmp_path):
     assert status["ft2"] == "done"
 
 
+def test_snapshot_of_a_longer_run_keeps_its_schedule(tmp_path):
+    # a config whose [train] steps is a step of a longer run's schedule: the copied checkpoint
+    # is not trained further, and the stamp records the run's own schedule
+    from rclut_numba.bundle import load_bundle
+    from training.train import train
+
+    cfg = _config(tmp_path, legs=1)
+    long_cfg = tmp_path / "long.toml"
+    long_cfg.write_text(cfg.read_text().replace("steps = 6\n", "steps = 10\n", 1))
+    train(long_cfg, [tmp_path / "images"], tmp_path / "long_run", stop_after=6, quiet=True)
+    (tmp_path / "run").mkdir()
+    for name in ("last.pt", "log.jsonl"):
+        (tmp_path / "run" / name).write_bytes((tmp_path / "long_run" / name).read_bytes())
+    status = run_pipeline(cfg, say=lambda _s: None)
+    assert status["train"] == "skipped" and status["stamp"] == "done"
+    training = load_bundle(tmp_path / "results" / "tiny_x4.npz")[0].extra["training"]
+    assert training["steps"] == 6 and training["schedule_steps"] == 10
+
+
 def test_bad_pipeline_tables_are_refused(tmp_path):
     cfg = _config(tmp_path, extra="bogus = 1")
     with pytest.raises(ConfigError, match="unknown key.*bogus"):
