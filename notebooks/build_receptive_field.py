@@ -176,7 +176,11 @@ else:
         net = LUTNet(spec).eval()
         NET_SOURCE[name] = "untrained"
         weights = SHARED / "mulut" / "network_2022.npz"
-        for path, ck in checkpoints:
+        # the network of the deployed tables' kind first (a residual last stage or not)
+        deployed = MODELS[name].spec.residual
+        ranked = sorted(checkpoints,
+                        key=lambda pc: ModelSpec.from_json(pc[1]["spec"]).residual != deployed)
+        for path, ck in ranked:
             if same_layout(ModelSpec.from_json(ck["spec"]), spec):
                 net = model_from_checkpoint(ck).eval()
                 NET_SOURCE[name] = f"trained: `{os.path.relpath(path, ROOT)}` (step {ck['step']})"

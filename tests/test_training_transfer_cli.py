@@ -48,7 +48,8 @@ def test_transfer_a_tiny_rclut_run(tmp_path, images):
 
 def test_a_residual_run_stays_residual_through_transfer_and_finetuning(tmp_path, images):
     config = Path(__file__).resolve().parents[1] / "training" / "configs" / "rclut.toml"
-    text = config.read_text().replace('[model]\n', '[model]\nresidual = true\n', 1)
+    lines = [x for x in config.read_text().splitlines() if not x.startswith("residual =")]
+    text = "\n".join(lines).replace("[model]\n", "[model]\nresidual = true\n", 1)
     (tmp_path / "residual.toml").write_text(text)
     run = tmp_path / "run"
     train(tmp_path / "residual.toml", [images], run, steps=2, device="cpu",
