@@ -107,6 +107,9 @@ def test_spec_asking_for_huge_tables(tmp_path):
     ({"stages": "S"}, "must be a list"),
     ({"extra": []}, "extra"),
     ({"bogus": 1}, "unknown key 'bogus'"),
+    ({"residual": 1, "format_version": 3}, "residual must be true or false"),
+    ({"residual": "yes", "format_version": 3}, "residual must be true or false"),
+    ({"residual": True}, "format_version 2 has no residual"),
 ])
 def test_spec_field_types(tmp_path, change, msg):
     path = tmp_path / "m.npz"

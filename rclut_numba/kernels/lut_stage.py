@@ -115,12 +115,14 @@ def _add_widened4(typingctx, acc, i, src, j0, j1, j2, j3):
 
 def division_type(divisor: int):
     """The float type in which ``rint(n / divisor)`` is exactly round-half-even of n / divisor
-    for every stage sum n (|n / divisor| <= 512): float32 for divisors below 2**14, else float64.
+    for every stage sum n (|n / divisor| < 1024: at most 512 from the tables, plus up to 255 in
+    a residual last stage or the 127 between stages): float32 for divisors below 2**14, else
+    float64.
 
     n / divisor lies exactly on a half-integer or at least 1 / (2 divisor) away from one, and a
     correctly rounded quotient moves by at most half a unit in the last place (2**-15 for
-    float32 below 512, 2**-44 for float64): less than 1 / (2 divisor), so ``rint`` (ties to
-    even) rounds the quotient as it would the exact value.  n itself is exact (|n| < 2**23).
+    float32 below 1024, 2**-44 for float64): less than 1 / (2 divisor), so ``rint`` (ties to
+    even) rounds the quotient as it would the exact value.  n itself is exact (|n| < 2**24).
     """
     return np.float32(divisor) if divisor < 2 ** 14 else np.float64(divisor)
 
