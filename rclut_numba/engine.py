@@ -102,7 +102,7 @@ class _StagePlan:
         self.last = si == len(spec.stages) - 1
         self.out_scale = spec.scale if self.last else 1
         self.divisor, self.bias = spec.stage_rescale(si)
-        self.residual = self.last and spec.residual
+        self.residual = spec.adds_input(si)
         rc_branches = sorted((bi for bi, br in enumerate(stage.branches) if br.rc),
                              key=lambda bi: -stage.branches[bi].rc)
         rc_slot = {bi: j for j, bi in enumerate(rc_branches)}
@@ -171,8 +171,8 @@ class _StagePlan:
     def new_maps(self, n_planes: int, h: int, w: int) -> np.ndarray:
         return np.empty((n_planes, self.n_maps, h + 2 * self.pad, w + 2 * self.pad), np.uint8)
 
-    def run(self, maps: np.ndarray, out: np.ndarray, out_pad: int = 0, c0: int = 0,
-            image: np.ndarray | None = None) -> None:
+    def run(self, maps: np.ndarray, out: np.ndarray, image: np.ndarray, out_pad: int = 0,
+            c0: int = 0) -> None:
         """Stage input ``maps`` (map 0 filled, padding included) -> ``out``: the next stage's
         maps (map 0 filled) or, for the last stage, channels ``c0..`` of the (H*s, W*s, C)
         output; ``image`` (H, W, C) is the model's input, which a residual last stage adds."""
@@ -262,12 +262,12 @@ class LutModel:
         t = _lap("copies", t)
         for plan, after in zip(self._plans, self._plans[1:] + [None], strict=True):
             if after is None:
-                plan.run(maps, out, c0=c0, image=image)
+                plan.run(maps, out, image, c0=c0)
             else:
                 t = time.perf_counter()
                 nxt = after.new_maps(n, h, w)
                 _lap("copies", t)
-                plan.run(maps, nxt, after.pad)
+                plan.run(maps, nxt, image, after.pad)
                 maps = nxt
 
     def _fused(self, image: np.ndarray, tile) -> bool:

@@ -155,6 +155,11 @@ class ModelSpec:
         divisor = n if last else 4 * n
         return (divisor * self.interval if interpolated else divisor), (0 if last else 127)
 
+    def adds_input(self, stage_index: int) -> bool:
+        """Whether stage ``stage_index`` adds the model's input pixel (``base`` in the module
+        doc): the last stage of a residual model."""
+        return self.residual and stage_index == len(self.stages) - 1
+
     @property
     def margin(self) -> int:
         """Low-resolution pixels on each side that can influence a pixel (tiling overlap)."""

@@ -106,6 +106,8 @@ def test_snapshot_of_a_longer_run_keeps_its_schedule(tmp_path):
     assert status["train"] == "skipped" and status["stamp"] == "done"
     training = load_bundle(tmp_path / "results" / "tiny_x4.npz")[0].extra["training"]
     assert training["steps"] == 6 and training["schedule_steps"] == 10
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "network steps: 6 / 6 of a 10-step schedule" in md
 
 
 def test_bad_pipeline_tables_are_refused(tmp_path):

@@ -1,4 +1,7 @@
-"""ModelSpec.stage_rescale: the one statement of how a stage's sum becomes its output."""
+"""ModelSpec.stage_rescale and adds_input: the one statement of how a stage's sum becomes its
+output."""
+import dataclasses
+
 from rclut_numba.spec import ModelSpec, mulut_sdy_x2, rclut_paper, srlut
 
 
@@ -19,3 +22,10 @@ def test_stage_rescale_follows_the_interval():
     assert spec.stage_rescale(0) == (64 * 4 * 2, 127)
     assert spec.stage_rescale(1) == (64, 0)
     assert spec.stage_rescale(1, interpolated=False) == (1, 0)
+
+
+def test_only_a_residual_models_last_stage_adds_the_input():
+    spec = rclut_paper()
+    assert not any(spec.adds_input(si) for si in range(2))
+    residual = dataclasses.replace(spec, residual=True)
+    assert [residual.adds_input(si) for si in range(2)] == [False, True]

@@ -51,9 +51,9 @@ def _exact_stage_output(acc: torch.Tensor, divisor: int, bias) -> torch.Tensor:
     return smooth + (exact.to(acc.dtype) - smooth).detach()
 
 
-def nearest_base(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+def nearest_base(x: torch.Tensor, scale: int) -> torch.Tensor:
     """What a residual model's last stage adds: each input pixel over its s x s block."""
-    return x.repeat_interleave(spec.scale, -2).repeat_interleave(spec.scale, -1)
+    return x.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
 
 
 def _ste_project_rows(table: torch.Tensor) -> torch.Tensor:
@@ -260,11 +260,10 @@ class LutForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.spec
         image = x
-        last = len(spec.stages) - 1
         for si in range(len(spec.stages)):
             acc = self._stage_acc(si, x)
             divisor, bias = spec.stage_rescale(si)
-            if si == last and spec.residual:
-                bias = nearest_base(image, spec)
+            if spec.adds_input(si):
+                bias = nearest_base(image, spec.scale)
             x = _exact_stage_output(acc, divisor, bias)
         return x

@@ -26,6 +26,7 @@ from rclut_numba.spec import PATTERN_OFFSETS, Branch, ModelSpec, array_key
 
 from .config import PRECISIONS
 from .dense_mlp import dense_mlp_bf16
+from .lut_forward import nearest_base
 
 __all__ = ["PRECISIONS", "Block", "LUTNet", "RCModule", "WeightsError", "load_mulut_npz",
            "round_ste"]
@@ -335,10 +336,9 @@ class LUTNet(nn.Module):
         for si in range(len(self.spec.stages)):
             divisor, bias = self.spec.stage_rescale(si, interpolated=False)
             acc = self.stage_sum(si, x)
+            if self.spec.adds_input(si):  # the input pixel over its block (spec.py)
+                bias = nearest_base(torch.round(image * 255.0), self.spec.scale)
             if si == last:
-                if self.spec.residual:  # the input pixel over its block (spec.py); exact ints
-                    bias = torch.round(image * 255.0).repeat_interleave(self.spec.scale, -2)
-                    bias = bias.repeat_interleave(self.spec.scale, -1)
                 return round_ste(acc / divisor + bias)
             x = round_ste(torch.clamp(acc / divisor + bias, 0.0, 255.0)) / 255.0
         raise AssertionError("unreachable")

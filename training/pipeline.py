@@ -188,6 +188,16 @@ def _checkpoint_step(path: Path) -> int:
     return int(load_checkpoint(path)["step"])
 
 
+def _schedule_steps(run: Path, cfg: TrainConfig) -> int:
+    """The length of the schedule the run's network is trained on: the checkpoint's own, which
+    a snapshot of a longer run (a config whose [train] steps stop early) keeps."""
+    if not (run / "last.pt").is_file():
+        return cfg.steps
+    from .train import load_checkpoint
+
+    return int(load_checkpoint(run / "last.pt")["train_config"].get("steps", cfg.steps))
+
+
 # -- results.md ------------------------------------------------------------------------------
 def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
                       config: str = "CONFIG") -> str:
@@ -203,7 +213,9 @@ def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
              f"**{stage}**, updated {now}). Resume or continue it with the same command.", ""]
     recent = [r["s_per_step"] for r in timed[-20:]]
     sps = statistics.median(recent) if recent else None
-    lines.append(f"- network steps: {done} / {cfg.steps} (batch {cfg.batch_size}, crop "
+    schedule = _schedule_steps(run, cfg)
+    part = f" of a {schedule}-step schedule" if schedule != cfg.steps else ""
+    lines.append(f"- network steps: {done} / {cfg.steps}{part} (batch {cfg.batch_size}, crop "
                  f"{cfg.crop}, lr {cfg.lr:g} -> {cfg.lr_min:g} cosine, precision "
                  f"{cfg.training_precision})")
     if sps:
@@ -371,15 +383,8 @@ def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfi
     for i in range(1, len(pc.legs) + 1):
         s, w = run_seconds(run / f"ft{i}")
         ft_steps, ft_wall = ft_steps + s, ft_wall + w
-    # the schedule the network was trained on: a snapshot of a longer run (a config whose
-    # [train] steps stop early) keeps its run's
-    schedule = cfg.steps
-    if (run / "last.pt").is_file():
-        from .train import load_checkpoint
-
-        schedule = int(load_checkpoint(run / "last.pt")["train_config"].get("steps", schedule))
     spec.extra["training"] = {
-        "steps": steps, "schedule_steps": schedule, "batch_size": cfg.batch_size,
+        "steps": steps, "schedule_steps": _schedule_steps(run, cfg), "batch_size": cfg.batch_size,
         "crop": cfg.crop, "nf": cfg.nf, "precision": cfg.training_precision,
         "data": ", ".join(pc.data), "threads": threads,
         "wall_hours": round(wall / 3600, 2), "cpu_hours": round(wall / 3600 * threads, 1),
