@@ -128,6 +128,9 @@ def test_bad_pipeline_tables_are_refused(tmp_path):
     cfg.write_text(ok.replace("[train]", "[train]\nflat_share = 1.5"))
     with pytest.raises(ConfigError, match="flat_share must be in"):
         load_pipeline(cfg)
+    cfg.write_text(ok.replace("[train]", "[train]\ncooldown_start = 2\ncooldown_steps = 2"))
+    with pytest.raises(ConfigError, match="cooldown_start \\+ cooldown_steps must equal steps"):
+        load_pipeline(cfg)
 
 
 def test_each_part_of_a_run_is_charged_its_own_speed(tmp_path):
@@ -190,3 +193,26 @@ def test_sigterm_during_training_reports_the_stopped_step(tmp_path):
     assert step >= 3 and max(json.loads(x)["step"] for x in published) == step
     assert "train (stopped)" in (tmp_path / "results" / "results.md").read_text()
     assert not list((tmp_path / "results").glob("*.pt"))  # checkpoints stay in the run
+
+
+def test_cooldown_branch_of_a_longer_run_trains_to_its_end(tmp_path):
+    # a branch from a longer run's step 4: the lr falls to 0 over steps 4..6, then the LUT stages
+    from training.train import train
+
+    cfg = _config(tmp_path, legs=1)
+    long_cfg = tmp_path / "long.toml"
+    long_cfg.write_text(cfg.read_text().replace("steps = 6\n", "steps = 10\n", 1))
+    train(long_cfg, [tmp_path / "images"], tmp_path / "long_run", stop_after=4, quiet=True)
+    (tmp_path / "run").mkdir()
+    for name in ("last.pt", "log.jsonl"):
+        (tmp_path / "run" / name).write_bytes((tmp_path / "long_run" / name).read_bytes())
+    cfg.write_text(cfg.read_text().replace("[train]", "[train]\ncooldown_start = 4\n"
+                                                      "cooldown_steps = 2"))
+    status = run_pipeline(cfg, say=lambda _s: None)
+    assert status["train"] == "done" and status["eval"] == "done"
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+           if "lr" in json.loads(x)]
+    assert lrs[-1] == 0.0 and lrs[-2] > 0  # logged after each step: the next step's lr
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "network steps: 6 / 6 of a 10-step schedule" in md
+    assert "from step 4 a linear cooldown to 0 over 2 steps" in md

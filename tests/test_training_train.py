@@ -104,6 +104,47 @@ def test_resume_with_a_new_schedule_uses_it_from_the_first_step(data_dir, cache_
     assert used == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_cooldown_branch_decays_linearly_to_zero_and_ends_the_run(data_dir, cache_dir,
+                                                                     tmp_path, monkeypatch):
+    """A branch of a 10-step run resumed at step 2 with a cooldown from step 3 over 4 steps:
+    the schedule's lr at steps 2, then 4/4 .. 1/4 of its step-3 value, and the run ends at 7."""
+    from training.train import cosine_factor
+    cfg = ROOT / "training" / "configs" / "tiny.toml"
+    run = tmp_path / "run"
+    train(cfg, [data_dir], run, steps=10, device="cpu", stop_after=2, overrides=_overrides(),
+          cache_dir=cache_dir, quiet=True)
+    used = []
+    adam_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    train(cfg, [data_dir], run, resume=True, device="cpu", cache_dir=cache_dir, quiet=True,
+          overrides=_overrides(["steps=10", "cooldown_start=3", "cooldown_steps=4"]))
+    ck = torch.load(run / "last.pt", weights_only=False)
+    lr, lr_min = ck["train_config"]["lr"], ck["train_config"]["lr_min"]
+    at3 = lr * cosine_factor(3, 10, lr, lr_min)
+    expected = [lr * cosine_factor(2, 10, lr, lr_min)] + [at3 * k / 4 for k in (4, 3, 2, 1)]
+    assert used == pytest.approx(expected, rel=1e-12)
+    assert ck["step"] == 7
+
+
+def test_a_cooldown_refuses_a_checkpoint_already_past_its_start(data_dir, cache_dir, tmp_path):
+    from training.train import TrainError
+    cfg = ROOT / "training" / "configs" / "tiny.toml"
+    run = tmp_path / "run"
+    train(cfg, [data_dir], run, steps=10, device="cpu", stop_after=4, overrides=_overrides(),
+          cache_dir=cache_dir, quiet=True)
+    with pytest.raises(TrainError, match="past the cooldown's start 3"):
+        train(cfg, [data_dir], run, resume=True, device="cpu", cache_dir=cache_dir, quiet=True,
+              overrides=_overrides(["steps=10", "cooldown_start=3", "cooldown_steps=4"]))
+    with pytest.raises(TrainError, match="the cooldown ends at step 14, after the 10-step"):
+        train(cfg, [data_dir], run, resume=True, device="cpu", cache_dir=cache_dir, quiet=True,
+              overrides=_overrides(["steps=14", "cooldown_start=10", "cooldown_steps=4"]))
+
+
 def test_validation_and_eval_network_on_a_checkpoint(data_dir, cache_dir, tmp_path, capsys):
     val = tmp_path / "val"
     synthetic_images(val / "HR", n=2, size=48, seed=3)

@@ -44,6 +44,9 @@ class TrainConfig:
     amp: str = ""                # legacy (checkpoints before `precision`): "bf16" selects
                                  # precision "bf16-autocast"
     flat_share: float = 0.0      # share of samples that are flat grey crops (training/data.py)
+    cooldown_start: int = 0      # a cooldown branch of a long schedule (warmup-stable-decay): from
+    cooldown_steps: int = 0      # this step the lr falls linearly from the schedule's value there
+                                 # to 0 over cooldown_steps, where the run ends; 0 steps = off
     compile: bool = False        # torch.compile the training forward (measured ~7% on CPU, ~45 s
                                  # to compile)
 
@@ -105,7 +108,8 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
     for key in ("nf", "batch_size", "crop", "steps"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{path}: [train] {key} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("rc_channels", "val_every", "ckpt_every", "log_every"):
+    for key in ("rc_channels", "val_every", "ckpt_every", "log_every", "cooldown_start",
+                "cooldown_steps"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{path}: [train] {key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.amp not in ("", "bf16"):
@@ -118,4 +122,7 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
                           f"lr_min={cfg.lr_min}")
     if not 0 <= cfg.flat_share < 1:
         raise ConfigError(f"{path}: [train] flat_share must be in [0, 1), got {cfg.flat_share}")
+    if cfg.cooldown_steps and cfg.cooldown_start + cfg.cooldown_steps > cfg.steps:
+        raise ConfigError(f"{path}: [train] the cooldown ends at step "
+                          f"{cfg.cooldown_start + cfg.cooldown_steps}, after steps = {cfg.steps}")
     return spec, cfg

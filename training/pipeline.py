@@ -137,6 +137,9 @@ def load_pipeline(path) -> tuple:
         raise ConfigError(f"{path} [pipeline]: data lists no training folder")
     if pc.transfer_checkpoint not in ("last", "best"):
         raise ConfigError(f"{path} [pipeline]: transfer_checkpoint must be \"last\" or \"best\"")
+    if cfg.cooldown_steps and cfg.cooldown_start + cfg.cooldown_steps != cfg.steps:
+        raise ConfigError(f"{path} [train]: a cooldown branch ends the network, so "
+                          f"cooldown_start + cooldown_steps must equal steps = {cfg.steps}")
     for i, leg in enumerate(pc.legs):
         if leg.steps < 1 or not 0 < leg.lr_min <= leg.lr:
             raise ConfigError(f"{path} [[finetune.legs]] #{i + 1}: needs steps >= 1 and "
@@ -215,8 +218,10 @@ def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
     sps = statistics.median(recent) if recent else None
     schedule = _schedule_steps(run, cfg)
     part = f" of a {schedule}-step schedule" if schedule != cfg.steps else ""
+    cool = (f", from step {cfg.cooldown_start} a linear cooldown to 0 over "
+            f"{cfg.cooldown_steps} steps" if cfg.cooldown_steps else "")
     lines.append(f"- network steps: {done} / {cfg.steps}{part} (batch {cfg.batch_size}, crop "
-                 f"{cfg.crop}, lr {cfg.lr:g} -> {cfg.lr_min:g} cosine, precision "
+                 f"{cfg.crop}, lr {cfg.lr:g} -> {cfg.lr_min:g} cosine{cool}, precision "
                  f"{cfg.training_precision})")
     if sps:
         eta = (cfg.steps - done) * sps / 3600

@@ -121,6 +121,16 @@ def cosine_factor(step: int, total: int, lr: float, lr_min: float) -> float:
     return (lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * t))) / lr
 
 
+def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """LR multiplier at ``step`` of a ``total``-step cosine schedule, with the config's cooldown:
+    from ``cooldown_start`` a linear fall to 0 over ``cooldown_steps`` (its last step still
+    moves, at 1/cooldown_steps of the value where the cooldown began)."""
+    if cfg.cooldown_steps and step >= cfg.cooldown_start:
+        left = max(0.0, 1.0 - (step - cfg.cooldown_start) / cfg.cooldown_steps)
+        return cosine_factor(cfg.cooldown_start, total, cfg.lr, cfg.lr_min) * left
+    return cosine_factor(step, total, cfg.lr, cfg.lr_min)
+
+
 def build_model(spec: ModelSpec, cfg: TrainConfig) -> LUTNet:
     return LUTNet(spec, nf=cfg.nf, rc_channels=cfg.rc_channels or cfg.nf)
 
@@ -295,6 +305,12 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
                                      f"{getattr(cfg, key)}")
             if steps is None:
                 cfg.steps = old.steps  # keep the schedule the run started with
+            at = int(ck["step"])
+            if (cfg.cooldown_steps and at > cfg.cooldown_start
+                    and (old.cooldown_start, old.cooldown_steps)
+                    != (cfg.cooldown_start, cfg.cooldown_steps)):
+                raise TrainError(f"{last_path} is at step {at}, past the cooldown's start "
+                                 f"{cfg.cooldown_start}, and was not trained with that cooldown")
     elif last_path.exists():
         raise TrainError(f"{out} already holds a run ({last_path.name}); pass --resume to "
                          f"continue it or choose another --out")
@@ -303,8 +319,14 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
     model = build_model(spec, cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.steps
+    horizon = total  # where the run ends: its schedule's end or its cooldown's
+    if cfg.cooldown_steps:
+        horizon = cfg.cooldown_start + cfg.cooldown_steps
+        if horizon > total:
+            raise TrainError(f"the cooldown ends at step {horizon}, after the {total}-step "
+                             f"schedule")
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: cosine_factor(s, total, cfg.lr, cfg.lr_min))
+        opt, lambda s: lr_factor(s, total, cfg))
     start, best_psnr = 0, -math.inf
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -317,7 +339,7 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
         sched.base_lrs = [cfg.lr] * len(opt.param_groups)
         for group in opt.param_groups:
             group["initial_lr"] = cfg.lr
-            group["lr"] = cfg.lr * cosine_factor(start, total, cfg.lr, cfg.lr_min)
+            group["lr"] = cfg.lr * lr_factor(start, total, cfg)
         best_psnr = ck.get("best_psnr", -math.inf)
         torch.set_rng_state(ck["rng"]["torch"])
         if dev.type == "cuda" and ck["rng"].get("cuda") is not None:
@@ -377,8 +399,8 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
         atomic_torch_save(ckpt, path)
 
     losses: list[float] = []
-    end = total if stop_after is None else min(total, stop_after)
-    bar = _Progress(start, total, cfg.log_every or 100, enabled=main and not quiet)
+    end = horizon if stop_after is None else min(horizon, stop_after)
+    bar = _Progress(start, horizon, cfg.log_every or 100, enabled=main and not quiet)
     logf = open(log_path, "a") if main else None
     window, t_last, data_s = [], time.time(), 0.0
     stop = StopSignals().install()
@@ -411,11 +433,11 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
                 sps = (now - t_last) / len(window)
                 rec = {"step": done, "loss": sum(window) / len(window), "lr": lr_now,
                        "s_per_step": sps, "data_share": data_s / len(window) / max(sps, 1e-9),
-                       "eta_h": (total - done) * sps / 3600, "rss_gb": _rss_gb()}
+                       "eta_h": (horizon - done) * sps / 3600, "rss_gb": _rss_gb()}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 window, t_last, data_s = [], now, 0.0
-            if val_dirs and (done % cfg.val_every == 0 or done == total):
+            if val_dirs and (done % cfg.val_every == 0 or done == horizon):
                 scores = {vd.name: validate(model, vd, spec.scale) for vd in val_dirs}
                 psnr, ssim = scores[val_dirs[0].name]
                 rec = {"step": done, "val_psnr": psnr, "val_ssim": ssim}
@@ -439,8 +461,8 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
         bar.close()
         if logf is not None:
             logf.close()
-    if main and end == total:
-        say(f"finished {total} steps; checkpoint {last_path}")
+    if main and end == horizon:
+        say(f"finished {horizon} steps; checkpoint {last_path}")
     elif main:
         say(f"stopped after step {end}/{total}; continue with --resume")
     return losses
