@@ -89,19 +89,27 @@ def test_stopped_pipeline_continues_where_it_stopped(tmp_path):
     assert status["ft2"] == "done"
 
 
-def test_snapshot_of_a_longer_run_keeps_its_schedule(tmp_path):
-    # a config whose [train] steps is a step of a longer run's schedule: the copied checkpoint
-    # is not trained further, and the stamp records the run's own schedule
-    from rclut_numba.bundle import load_bundle
+def _branch_of_a_longer_run(tmp_path, at: int) -> Path:
+    """A 6-step one-leg pipeline config whose run folder starts as a copy of a 10-step run's
+    checkpoint and log at step ``at``."""
     from training.train import train
 
     cfg = _config(tmp_path, legs=1)
     long_cfg = tmp_path / "long.toml"
     long_cfg.write_text(cfg.read_text().replace("steps = 6\n", "steps = 10\n", 1))
-    train(long_cfg, [tmp_path / "images"], tmp_path / "long_run", stop_after=6, quiet=True)
+    train(long_cfg, [tmp_path / "images"], tmp_path / "long_run", stop_after=at, quiet=True)
     (tmp_path / "run").mkdir()
     for name in ("last.pt", "log.jsonl"):
         (tmp_path / "run" / name).write_bytes((tmp_path / "long_run" / name).read_bytes())
+    return cfg
+
+
+def test_snapshot_of_a_longer_run_keeps_its_schedule(tmp_path):
+    # a config whose [train] steps is a step of a longer run's schedule: the copied checkpoint
+    # is not trained further, and the stamp records the run's own schedule
+    from rclut_numba.bundle import load_bundle
+
+    cfg = _branch_of_a_longer_run(tmp_path, at=6)
     status = run_pipeline(cfg, say=lambda _s: None)
     assert status["train"] == "skipped" and status["stamp"] == "done"
     training = load_bundle(tmp_path / "results" / "tiny_x4.npz")[0].extra["training"]
@@ -197,15 +205,7 @@ def test_sigterm_during_training_reports_the_stopped_step(tmp_path):
 
 def test_cooldown_branch_of_a_longer_run_trains_to_its_end(tmp_path):
     # a branch from a longer run's step 4: the lr falls to 0 over steps 4..6, then the LUT stages
-    from training.train import train
-
-    cfg = _config(tmp_path, legs=1)
-    long_cfg = tmp_path / "long.toml"
-    long_cfg.write_text(cfg.read_text().replace("steps = 6\n", "steps = 10\n", 1))
-    train(long_cfg, [tmp_path / "images"], tmp_path / "long_run", stop_after=4, quiet=True)
-    (tmp_path / "run").mkdir()
-    for name in ("last.pt", "log.jsonl"):
-        (tmp_path / "run" / name).write_bytes((tmp_path / "long_run" / name).read_bytes())
+    cfg = _branch_of_a_longer_run(tmp_path, at=4)
     cfg.write_text(cfg.read_text().replace("[train]", "[train]\ncooldown_start = 4\n"
                                                       "cooldown_steps = 2"))
     status = run_pipeline(cfg, say=lambda _s: None)
