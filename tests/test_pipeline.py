@@ -78,6 +78,20 @@ def test_full_pipeline_then_rerun_skips_everything(tmp_path):
         k: "skipped" for k in ("train", "transfer", "ft1", "ft2", "stamp", "eval")}
 
 
+def test_a_leg_added_to_a_finished_pipeline_is_run_then_stamped_and_scored_again(tmp_path):
+    from rclut_numba.bundle import load_bundle
+
+    cfg = _config(tmp_path, legs=1)
+    run_pipeline(cfg, say=lambda _s: None)
+    cfg.write_text(cfg.read_text() + "\n[[finetune.legs]]\nsteps = 3\nlr = 0.01\n"
+                   "lr_min = 0.001\nbatch_size = 2\ncrop = 12\nval_every = 0\n")
+    status = run_pipeline(cfg, say=lambda _s: None)
+    assert status["ft1"] == "skipped"
+    assert status["ft2"] == status["stamp"] == status["eval"] == "done"
+    spec, _ = load_bundle(tmp_path / "results" / "tiny_x4.npz")
+    assert spec.extra["training"]["finetune_steps"] == 2 + 3
+
+
 def test_stopped_pipeline_continues_where_it_stopped(tmp_path):
     cfg = _config(tmp_path)
     assert run_pipeline(cfg, until="ft1", say=lambda _s: None)["ft1"] == "done"

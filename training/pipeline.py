@@ -352,16 +352,19 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
 
     # 4. stamp
     final = run / f"{pc.name}.npz"
-    if final.exists():
+    if _up_to_date(final, source):
         status["stamp"] = "skipped"
     else:
-        stamp_budget(source, final, pc, cfg, threads or torch.get_num_threads())
+        if final.exists():
+            say(f"pipeline {pc.name}: {final.name} is older than {source.name}: stamped again")
+        stamp_budget(source, final, pc, cfg, threads or torch.get_num_threads(),
+                     replace=final.exists())
     if finished("stamp"):
         return status
 
     # 5. eval
     ev = run / "eval.json"
-    if ev.exists():
+    if _up_to_date(ev, final):
         status["eval"] = "skipped"
     else:
         scores = evaluate_bundle(final, pc.eval_sets, say)
@@ -376,9 +379,16 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
     return status
 
 
+def _up_to_date(made: Path, source: Path) -> bool:
+    """Whether ``made`` exists and is no older than what it was made from (a leg added to a
+    finished config makes a newer last leg: the stamp and the eval are made again)."""
+    return made.exists() and made.stat().st_mtime_ns >= source.stat().st_mtime_ns
+
+
 def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfig,
-                 threads: int) -> None:
-    """Copy the bundle ``source`` to ``output`` with its training budget in the spec."""
+                 threads: int, replace: bool = False) -> None:
+    """Copy the bundle ``source`` to ``output`` with its training budget in the spec
+    (``replace``: atomically over an older stamp of the same run)."""
     from rclut_numba.bundle import load_bundle, save_bundle
 
     run = pc.run_dir
@@ -397,7 +407,7 @@ def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfi
         "finetune_cpu_hours": round(ft_wall / 3600 * threads, 1),
         "commands": f"results/{pc.name}/",
     }
-    save_bundle(output, spec, arrays)
+    save_bundle(output, spec, arrays, force=replace)
 
 
 def evaluate_bundle(bundle: Path, sets, say=print) -> dict:
