@@ -37,7 +37,11 @@ OURS = [  # (row name, bundle relative to the repository root)
     ("RC-LUT (ours, at the baselines' budget)", "results/rclut_x4_step1000/rclut_x4_step1000.npz"),
     # the plain layout's best: 20000 network steps, the default until the residual last stage
     ("RC-LUT (ours, plain last stage)", "results/rclut_x4/rclut_x4.npz"),
-    ("RC-LUT (ours, default model: residual last stage)", "rclut_numba/models/rclut_x4.npz"),
+    # the previous default: a residual snapshot at step 4000, at peak lr (no cooldown)
+    ("RC-LUT (ours, residual, step 4000 at peak lr)",
+     "results/rclut_x4_residual_step4000/rclut_x4_residual_step4000.npz"),
+    ("RC-LUT (ours, default model: residual, cooled down to step 8000)",
+     "rclut_numba/models/rclut_x4.npz"),
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
