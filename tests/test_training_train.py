@@ -122,7 +122,7 @@ def test_a_cooldown_branch_decays_linearly_to_zero_and_ends_the_run(data_dir, ca
 
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
     train(cfg, [data_dir], run, resume=True, device="cpu", cache_dir=cache_dir, quiet=True,
-          overrides=_overrides(["steps=10", "cooldown_start=3", "cooldown_steps=4"]))
+          overrides=_overrides(["cooldown_start=3", "cooldown_steps=4"]))
     ck = torch.load(run / "last.pt", weights_only=False)
     lr, lr_min = ck["train_config"]["lr"], ck["train_config"]["lr_min"]
     at3 = lr * cosine_factor(3, 10, lr, lr_min)
@@ -139,10 +139,10 @@ def test_a_cooldown_refuses_a_checkpoint_already_past_its_start(data_dir, cache_
           cache_dir=cache_dir, quiet=True)
     with pytest.raises(TrainError, match="past the cooldown's start 3"):
         train(cfg, [data_dir], run, resume=True, device="cpu", cache_dir=cache_dir, quiet=True,
-              overrides=_overrides(["steps=10", "cooldown_start=3", "cooldown_steps=4"]))
+              overrides=_overrides(["cooldown_start=3", "cooldown_steps=4"]))
     with pytest.raises(TrainError, match="the cooldown ends at step 14, after the 10-step"):
         train(cfg, [data_dir], run, resume=True, device="cpu", cache_dir=cache_dir, quiet=True,
-              overrides=_overrides(["steps=14", "cooldown_start=10", "cooldown_steps=4"]))
+              overrides=_overrides(["cooldown_start=10", "cooldown_steps=4"]))
 
 
 def test_validation_and_eval_network_on_a_checkpoint(data_dir, cache_dir, tmp_path, capsys):

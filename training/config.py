@@ -122,7 +122,4 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
                           f"lr_min={cfg.lr_min}")
     if not 0 <= cfg.flat_share < 1:
         raise ConfigError(f"{path}: [train] flat_share must be in [0, 1), got {cfg.flat_share}")
-    if cfg.cooldown_steps and cfg.cooldown_start + cfg.cooldown_steps > cfg.steps:
-        raise ConfigError(f"{path}: [train] the cooldown ends at step "
-                          f"{cfg.cooldown_start + cfg.cooldown_steps}, after steps = {cfg.steps}")
     return spec, cfg
