@@ -40,7 +40,7 @@ OURS = [  # (row name, bundle relative to the repository root)
     # the previous default: a residual snapshot at step 4000, at peak lr (no cooldown)
     ("RC-LUT (ours, residual, step 4000 at peak lr)",
      "results/rclut_x4_residual_step4000/rclut_x4_residual_step4000.npz"),
-    ("RC-LUT (ours, default model: residual, cooled down to step 11000)",
+    ("RC-LUT (ours, default model: residual, cooled down to step 15000)",
      "rclut_numba/models/rclut_x4.npz"),
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
