@@ -40,7 +40,8 @@ OURS = [  # (row name, bundle relative to the repository root)
     # the previous default: a residual snapshot at step 4000, at peak lr (no cooldown)
     ("RC-LUT (ours, residual, step 4000 at peak lr)",
      "results/rclut_x4_residual_step4000/rclut_x4_residual_step4000.npz"),
-    ("RC-LUT (ours, default model: residual, cooled down to step 15000)",
+    # its step count is the training column's, read from the bundle's budget stamp
+    ("RC-LUT (ours, default model: residual, cooldown branch)",
      "rclut_numba/models/rclut_x4.npz"),
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
