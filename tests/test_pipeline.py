@@ -230,3 +230,71 @@ def test_cooldown_branch_of_a_longer_run_trains_to_its_end(tmp_path):
     md = (tmp_path / "results" / "results.md").read_text()
     assert "network steps: 6 / 6 of a 10-step schedule" in md
     assert "from step 4 a linear cooldown to 0 over 2 steps" in md
+
+
+def _network_state(run: Path) -> dict:
+    from training.train import load_checkpoint
+
+    ck = load_checkpoint(run / "last.pt")
+    return {"step": ck["step"], "model": ck["model"], "optimizer": ck["optimizer"]["state"],
+            "rng": ck["rng"]["torch"]}
+
+
+def test_committed_resume_point_continues_like_the_run_in_place(tmp_path):
+    """A session's share of a run (--stop-after), its run folder then lost (a new machine):
+    the pipeline continues from results/<name>/resume_point.pt, step for step as an
+    uninterrupted run."""
+    import shutil
+
+    whole = _config(tmp_path / "whole", legs=0)
+    run_pipeline(whole, until="train", say=lambda _s: None)
+
+    parts = _config(tmp_path / "parts", legs=0)
+    status = run_pipeline(parts, stop_after=3, say=lambda _s: None)
+    assert status == {"train": "stopped at step 3"}
+    point = tmp_path / "parts" / "results" / "resume_point.pt"
+    from training.train import load_checkpoint
+
+    assert load_checkpoint(point)["step"] == 3 and point.read_bytes() == (
+        tmp_path / "parts" / "run" / "last.pt").read_bytes()
+    shutil.rmtree(tmp_path / "parts" / "run")  # only results/ travels, as in a fresh clone
+    said = []
+    run_pipeline(parts, until="train", say=said.append)
+    assert any("continuing from the resume point" in line and "step 3" in line
+               for line in said)
+
+    a, b = _network_state(tmp_path / "whole" / "run"), _network_state(tmp_path / "parts" / "run")
+    assert a["step"] == b["step"] == 6
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pid in a["optimizer"]:
+        for name, value in a["optimizer"][pid].items():
+            assert torch.equal(value, b["optimizer"][pid][name]), (pid, name)
+    assert torch.equal(a["rng"], b["rng"])
+    steps = [json.loads(line)["step"]
+             for line in (tmp_path / "parts" / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the restored log goes on where the point was taken
+
+
+def test_finished_run_publishes_no_resume_point(tmp_path):
+    cfg = _config(tmp_path, legs=0)
+    run_pipeline(cfg, stop_after=4, say=lambda _s: None)
+    assert (tmp_path / "results" / "resume_point.pt").is_file()
+    run_pipeline(cfg, say=lambda _s: None)
+    assert not (tmp_path / "results" / "resume_point.pt").exists()
+    assert (tmp_path / "results" / "network_step6.pt").is_file()
+
+
+def test_a_broken_resume_point_is_refused_with_its_name(tmp_path):
+    cfg = _config(tmp_path, legs=0)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "resume_point.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="resume_point.pt"):
+        run_pipeline(cfg, say=lambda _s: None)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_stop_after_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match="--stop-after"):
+        run_pipeline(_config(tmp_path, legs=0), stop_after=0, say=lambda _s: None)

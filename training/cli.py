@@ -5,7 +5,8 @@
   rclut-train eval-network --config C --weights W --data DIR
   rclut-train transfer RUN|CHECKPOINT|WEIGHTS.npz -o model.npz [--config C] [--force]
   rclut-train finetune model.npz --data DIR [DIR...] -o model_ft.npz [--steps N] [--resume]
-  rclut-train pipeline CONFIG [--threads N] [--until STAGE]   (see training/pipeline.py)
+  rclut-train pipeline CONFIG [--threads N] [--until STAGE] [--stop-after STEP]
+                                  (see training/pipeline.py)
 
 ``--weights`` takes a run checkpoint (``RUN/last.pt``, ``RUN/best.pt``) or the published
 MuLUT network (``network_2022.npz``).  Data-parallel training: ``torchrun --nproc_per_node N
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, help="CPU threads (default: [pipeline] threads, else "
                                                "all cores)")
     q.add_argument("--until", help="stop after this stage: train, transfer, ft1.., stamp, eval")
+    q.add_argument("--stop-after", type=int, metavar="STEP",
+                   help="stop the network at this step (schedule unchanged), publishing its "
+                        "resume point in results/<name>/")
     return p
 
 
@@ -143,7 +147,8 @@ def _transfer(args) -> None:
 def _pipeline(args) -> None:
     from .pipeline import run_pipeline
 
-    status = run_pipeline(args.config, threads=args.threads, until=args.until)
+    status = run_pipeline(args.config, threads=args.threads, until=args.until,
+                          stop_after=args.stop_after)
     print("pipeline: " + ", ".join(f"{k} {v}" for k, v in status.items()), flush=True)
 
 

@@ -26,7 +26,10 @@ is always safe, and it is how a stopped pipeline continues):
 1. ``train``: ``RUN/last.pt`` until its step is ``[train] steps`` (resumed in place; the
    schedule never restarts), ``results/<name>/results.md`` refreshed every ``report_every``
    steps with steps done, s/step, the validation curve and the ETA, beside a copy of the
-   training log (``train_log.jsonl``); checkpoints stay in ``RUN/``;
+   training log (``train_log.jsonl``) and the run's one resume point (``resume_point.pt``: a
+   copy of ``RUN/last.pt`` with model, optimiser, schedule, RNG and data position). A run
+   folder without ``last.pt`` (a fresh clone, a new machine) starts from that resume point,
+   so committing it carries the run across machines; other checkpoints stay in ``RUN/``;
 2. ``transfer``: ``RUN/transferred.npz``;
 3. ``ft1`` .. ``ftN``: ``RUN/ftK.npz`` through ``RUN/ftK/`` (resumable runs of their own);
 4. ``stamp``: ``RUN/<name>.npz``, the last bundle with its budget in ``spec.extra["training"]``
@@ -34,7 +37,8 @@ is always safe, and it is how a stopped pipeline continues):
 5. ``eval``: ``RUN/eval.json``, PSNR / SSIM of the bundle on every eval set (numba engine),
    and how far it moves flat grey (``rclut_numba.analysis.flat_field_deviation``);
 6. ``results``: ``results/<name>/``: the config, the logs, the final network checkpoint, the
-   bundle and ``results.md``.  Intermediate checkpoints never leave ``RUN/``.
+   bundle and ``results.md`` (the resume point is removed: the final checkpoint replaces it).
+   Intermediate checkpoints never leave ``RUN/``.
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ from .config import ConfigError, TrainConfig, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO_ROOT.parent / "shared" / "data" / "benchmark"
+RESUME_POINT = "resume_point.pt"  # results/<name>/: the one committed checkpoint of a live run
 
 __all__ = ["FinetuneLeg", "PipelineConfig", "load_pipeline", "run_pipeline", "run_seconds"]
 
@@ -260,10 +265,28 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 
 def _report_progress(pc, cfg, stage, config: Path) -> None:
-    """results/<name>/results.md and train_log.jsonl as the network run stands now."""
+    """results/<name>/results.md, train_log.jsonl and, while the network is unfinished, its
+    resume point, as the network run stands now."""
     _write_results_md(pc, cfg, stage, config)
-    if (pc.run_dir / "log.jsonl").is_file():
-        _copy_atomic(pc.run_dir / "log.jsonl", pc.results_dir / "train_log.jsonl")
+    run = pc.run_dir
+    if (run / "log.jsonl").is_file():
+        _copy_atomic(run / "log.jsonl", pc.results_dir / "train_log.jsonl")
+    if 0 < _checkpoint_step(run / "last.pt") < cfg.steps:
+        _copy_atomic(run / "last.pt", pc.results_dir / RESUME_POINT)
+
+
+def _restore_resume_point(pc, say) -> None:
+    """A run folder without a checkpoint (a fresh clone, a new machine) starts from the
+    committed resume point and its log, so the schedule continues at the next step."""
+    run, point = pc.run_dir, pc.results_dir / RESUME_POINT
+    if (run / "last.pt").exists() or not point.is_file():
+        return
+    step = _checkpoint_step(point)  # refuses a file that is not a training checkpoint
+    _copy_atomic(point, run / "last.pt")
+    if (pc.results_dir / "train_log.jsonl").is_file() and not (run / "log.jsonl").exists():
+        _copy_atomic(pc.results_dir / "train_log.jsonl", run / "log.jsonl")
+    say(f"pipeline {pc.name}: {run} has no checkpoint: continuing from the resume point "
+        f"{point} at step {step}")
 
 
 def _write_results_md(pc, cfg, stage, config: Path):
@@ -278,10 +301,12 @@ def _write_results_md(pc, cfg, stage, config: Path):
 
 # -- the stages ------------------------------------------------------------------------------
 def run_pipeline(config, *, threads: int | None = None, until: str | None = None,
-                 say=print) -> dict:
+                 stop_after: int | None = None, say=print) -> dict:
     """Run (or continue) every stage of ``config``; returns ``{stage: "done"|"skipped"}``.
 
     ``until``: stop after that stage (``train``, ``transfer``, ``ft1``.., ``stamp``, ``eval``).
+    ``stop_after``: stop the network at that step (its schedule unchanged), with its progress
+    and resume point published: a session's share of a long run.
     """
     import torch
 
@@ -302,11 +327,20 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
         return until == stage
 
     # 1. network
+    if stop_after is not None and stop_after < 1:
+        raise ConfigError(f"--stop-after must be >= 1, got {stop_after}")
+    _restore_resume_point(pc, say)
     step = _checkpoint_step(run / "last.pt")
     if step >= cfg.steps:
         status["train"] = "skipped"
     while step < cfg.steps:
-        target = min(cfg.steps, (step // pc.report_every + 1) * pc.report_every)
+        if stop_after is not None and step >= stop_after:
+            say(f"pipeline {pc.name}: stopped at step {step} (--stop-after {stop_after}); "
+                f"resume point {pc.results_dir / RESUME_POINT}")
+            status["train"] = f"stopped at step {step}"
+            return status
+        target = min(cfg.steps, (step // pc.report_every + 1) * pc.report_every,
+                     stop_after or cfg.steps)
         say(f"pipeline {pc.name}: train to step {target} of {cfg.steps}")
         try:
             train(config, pc.data_dirs, run, resume=(run / "last.pt").exists(),
@@ -441,4 +475,5 @@ def publish_results(pc: PipelineConfig, cfg: TrainConfig, config: Path, final: P
     for src, dst in copies.items():
         if src.resolve() != dst.resolve():
             _copy_atomic(src, dst)
+    (dest / RESUME_POINT).unlink(missing_ok=True)  # the final network checkpoint replaces it
     _write_results_md(pc, cfg, "done", config)
