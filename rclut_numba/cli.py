@@ -46,9 +46,9 @@ class Terminated(BaseException):
     out exactly as for Ctrl-C (a ``BaseException``: ``except Exception`` does not swallow it)."""
 
 
-def _load(model_arg):
+def _load(model_arg, scale=None, arithmetic=None):
     from .engine import load_model
-    return load_model(model_arg)
+    return load_model(model_arg, scale=scale, arithmetic=arithmetic)
 
 
 def _threads(n):
@@ -149,25 +149,6 @@ class Console:
 
 
 # ---- first-run compilation -------------------------------------------------------------------
-def _cache_misses() -> int:
-    """numba compilations so far in this process (cache misses of rclut_numba's kernels).
-
-    A miss is counted before numba compiles, so a rise means "compiling now"."""
-    from numba.core.dispatcher import Dispatcher
-    seen, total = set(), 0
-    for name, module in list(sys.modules.items()):
-        if not name.startswith("rclut_numba") or module is None:
-            continue
-        for obj in list(vars(module).values()):
-            if isinstance(obj, Dispatcher) and id(obj) not in seen:
-                seen.add(id(obj))
-                try:
-                    total += sum(obj.stats.cache_misses.values())
-                except RuntimeError:  # the counter grew while read: a compile has started
-                    total += 1
-    return total
-
-
 class Warmup:
     """Runs the kernels an image needs once on a tiny image of the same layout before the first
     such image is timed, so per-image times exclude compilation and cache loading. When numba
@@ -187,14 +168,15 @@ class Warmup:
         if key in self.done:
             return
         self.done.add(key)
+        from .warmup import compilations
         tiny = np.zeros((8, 8) + key, np.uint8)
-        before = _cache_misses()
+        before = compilations()
         finished = threading.Event()
         announced = threading.Event()
 
         def watch():
             while not finished.wait(0.1):
-                if _cache_misses() > before:
+                if compilations() > before:
                     self.console.note(f"{PROG}: {self.MESSAGE}...", end="")
                     announced.set()
                     return
@@ -211,7 +193,7 @@ class Warmup:
         seconds = time.perf_counter() - t0
         if announced.is_set():
             self.console.finish_note(f" done in {seconds:.1f} s")
-        elif _cache_misses() > before:
+        elif compilations() > before:
             self.console.note(f"{PROG}: {self.MESSAGE}: took {seconds:.1f} s")
 
 
@@ -301,39 +283,82 @@ def _plan_upscale(args, console: Console) -> tuple[list[tuple[Path, Path]], list
     return items, failed, n_inputs
 
 
-def cmd_upscale(args) -> int:
+class FileFailed(Exception):
+    """One input of a batch failed; the message is its one-line error."""
+
+
+def upscale_file(model, src: Path, dst: Path, *, force: bool, luma_only: bool,
+                 max_pixels: int | None, threads: int | None, warmup=None) -> str:
+    """Read ``src``, upscale it and write ``dst`` atomically; returns the result line.
+
+    Used by the local loop and by each Dask task (``rclut_numba.dask_batch``); ``warmup``
+    (a :class:`Warmup`) runs before the timed upscale.  Raises :class:`FileFailed`."""
     from .imaging import read_image, write_image
+    image = None
+    try:
+        image = read_image(src, max_pixels=max_pixels)
+        dst.parent.mkdir(parents=True, exist_ok=True)  # --recursive's subfolders
+        check_output(dst, force=force, channels=1 if image.ndim == 2 else image.shape[2])
+        if warmup is not None:
+            warmup(image)
+        t0 = time.perf_counter()
+        sr = model.upscale(image, threads=threads, luma_only=luma_only)
+        ms = (time.perf_counter() - t0) * 1000
+        write_image(dst, sr, force=force)
+        return (f"{src} -> {dst}  {image.shape[1]}x{image.shape[0]} -> "
+                f"{sr.shape[1]}x{sr.shape[0]}  {ms:.1f} ms")
+    except (ImageError, ValueError, OSError) as e:
+        raise FileFailed(_one_line(e)) from None
+    except MemoryError:
+        size = f" ({image.shape[1]}x{image.shape[0]})" if image is not None else ""
+        raise FileFailed(f"{src}: out of memory upscaling it{size}; try a smaller "
+                         "--max-pixels or a machine with more memory") from None
+
+
+def _upscale_on_dask(args, items: list[tuple[Path, Path]], failed: list[Path],
+                     console: Console) -> None:
+    """``--dask ADDRESS``: the items as tasks on a Dask cluster, reported as they finish."""
+    try:
+        from distributed import Client
+
+        from .dask_batch import upscale_items
+    except ImportError:
+        raise CliError("--dask needs the dask extra: pip install 'rclut_numba[dask]'") from None
+    model = _load(args.model, args.scale, args.arithmetic)
+    console.step(0, "", total=len(items))
+    with Client(args.dask) as client:
+        results = upscale_items(client, model, items, force=args.force,
+                                luma_only=args.luma_only, max_pixels=args.max_pixels,
+                                threads=args.threads)
+        for done, (src, line, error) in enumerate(results, 1):
+            if error is None:
+                console.out(line)
+            else:
+                failed.append(src)
+                console.error(error)
+            console.step(done, src.name)
+    console.close()
+
+
+def cmd_upscale(args) -> int:
     threads = _threads(args.threads)
     console = Console()
     items, failed, n_inputs = _plan_upscale(args, console)
-    if items:
-        model = _load(args.model)
+    if items and args.dask:
+        _upscale_on_dask(args, items, failed, console)
+    elif items:
+        model = _load(args.model, args.scale, args.arithmetic)
         warmup = Warmup(model, args.luma_only, console)
         console.step(0, "", total=len(items))
         for i, (src, dst) in enumerate(items):
             console.step(i, src.name)
-            image = None
             try:
-                image = read_image(src, max_pixels=args.max_pixels)
-                dst.parent.mkdir(parents=True, exist_ok=True)  # --recursive's subfolders
-                check_output(dst, force=args.force,
-                             channels=1 if image.ndim == 2 else image.shape[2])
-                warmup(image)
-                t0 = time.perf_counter()
-                sr = model.upscale(image, threads=threads, luma_only=args.luma_only)
-                ms = (time.perf_counter() - t0) * 1000
-                write_image(dst, sr, force=args.force)
-                console.out(f"{src} -> {dst}  {image.shape[1]}x{image.shape[0]} -> "
-                            f"{sr.shape[1]}x{sr.shape[0]}  {ms:.1f} ms")
-                del sr
-            except (ImageError, ValueError, OSError) as e:
+                console.out(upscale_file(model, src, dst, force=args.force,
+                                         luma_only=args.luma_only, max_pixels=args.max_pixels,
+                                         threads=threads, warmup=warmup))
+            except FileFailed as e:
                 failed.append(src)
-                console.error(_one_line(e))
-            except MemoryError:
-                failed.append(src)
-                size = f" ({image.shape[1]}x{image.shape[0]})" if image is not None else ""
-                console.error(f"{src}: out of memory upscaling it{size}; try a smaller "
-                              "--max-pixels or a machine with more memory")
+                console.error(str(e))
         console.close()
     if failed:
         console.note(f"{PROG}: {len(failed)} of {n_inputs} inputs failed: "
@@ -345,11 +370,12 @@ def cmd_upscale(args) -> int:
 # ---- the other commands ----------------------------------------------------------------------
 def cmd_info(args) -> int:
     from .analysis import flat_field_deviation, format_flat_field
-    model = _load(args.model)
+    model = _load(args.model, args.scale, args.arithmetic)
     Warmup(model, False, Console())(np.zeros((1, 1), np.uint8))  # says so if it compiles
     spec = model.spec
     print(spec.describe())
     print(f"source: {model.source}")
+    print(f"arithmetic: {model.arithmetic}")
     print(f"tables: {bundle_size_kb(spec, model.arrays):.1f} KB")
     print(f"receptive field: {2 * spec.margin + 1} x {2 * spec.margin + 1} LR pixels at most "
           f"(margin {spec.margin})")
@@ -378,7 +404,7 @@ def cmd_convert(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluation import evaluate
     threads = _threads(args.threads)
-    model = _load(args.model)
+    model = _load(args.model, args.scale, args.arithmetic)
     console = Console(tolerate_closed_stdout=False)
     warmup = Warmup(model, args.luma_only, console)
 
@@ -406,28 +432,79 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def cmd_bench(args) -> int:
-    w, h = _parse_size(args.size)
+    from .planning import FRAMES, MEMORY_FRAME, frame_ms, input_size, peak_memory_mb
+    from .planning import synthetic_image as test_image
     if args.repeat < 1:
         raise CliError(f"--repeat must be at least 1, got {args.repeat}")
-    check_pixels(w, h, args.max_pixels, f"--size {args.size}")
+    size = _parse_size(args.size) if args.size is not None else None
+    if size is not None:
+        check_pixels(*size, args.max_pixels, f"--size {args.size}")
     threads = _threads(args.threads)
-    model = _load(args.model)
-    rng = np.random.default_rng(0)
-    # smooth content with some texture: closer to photos than white noise
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = 128 + 60 * np.sin(xx / 9.0)[..., None] * np.cos(yy / 13.0)[..., None]
-    image = np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
-    del yy, xx, base
-    Warmup(model, args.luma_only, Console())(image)
-    model.upscale(image, threads=threads, luma_only=args.luma_only)  # warm caches
-    times = []
-    for _ in range(args.repeat):
+    model = _load(args.model, args.scale, args.arithmetic)
+    Warmup(model, args.luma_only, Console())(test_image(8, 8))
+    luma = " (luma only)" if args.luma_only else ""
+    if size is not None:  # one size, one thread count
+        w, h = size
+        timed = frame_ms(model, test_image(w, h), [threads], args.repeat, args.luma_only)
+        ms, best = timed[threads]
+        print(f"{model.spec.name}: {w}x{h} RGB -> {w * model.scale}x{h * model.scale}{luma}: "
+              f"median {ms:.1f} ms, best {best:.1f} ms over {args.repeat} runs")
+        return 0
+    import numba
+    counts = [threads] if threads else sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
+    print(f"{model.spec.name} x{model.scale} ({model.source}), RGB{luma}; medians of "
+          f"{args.repeat} runs, thread counts interleaved; {_cpu_name()}")
+    print()
+    print("| output frame | input | " + " | ".join(
+        f"{t} thread{'s' if t > 1 else ''} ms" for t in counts) + " |")
+    print("|---" * (2 + len(counts)) + "|")
+    for name, out_w, out_h in FRAMES:
+        w, h = input_size(out_w, out_h, model.scale)
+        check_pixels(w, h, args.max_pixels, f"the {name} frame's input")
+        ms = frame_ms(model, test_image(w, h), counts, args.repeat, args.luma_only)
+        print(f"| {name} ({w * model.scale}x{h * model.scale}) | {w}x{h} | "
+              + " | ".join(f"{ms[t][0]:.1f}" for t in counts) + " |")
+    if not args.no_memory:
+        name, out_w, out_h = MEMORY_FRAME
+        w, h = input_size(out_w, out_h, model.scale)
+        check_pixels(w, h, args.max_pixels, f"the {name} frame's input")
+        model_args = [f"--{k}={v}" for k, v in (("model", args.model), ("scale", args.scale),
+                                               ("arithmetic", args.arithmetic)) if v is not None]
+        peak, added = peak_memory_mb(model_args, w, h, args.luma_only)
+        print()
+        print(f"peak memory, {name} output ({w}x{h} -> {w * model.scale}x{h * model.scale}): "
+              f"{peak:.0f} MB resident, whole process ({added:.0f} MB of it added by the "
+              "upscale)")
+    return 0
+
+
+def _cpu_name() -> str:
+    """The CPU's model name where Linux tells it, else what ``platform`` knows."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cmd_warmup(args) -> int:
+    from .engine import embedded_scales, load_model
+    from .warmup import cache_dir, warm_up
+    models = ([_load(m) for m in args.model] if args.model
+              else [load_model(scale=s) for s in embedded_scales()])
+    if not models:
+        raise CliError("no embedded model in this build; name models with --model")
+    for model in models:
         t0 = time.perf_counter()
-        model.upscale(image, threads=threads, luma_only=args.luma_only)
-        times.append(time.perf_counter() - t0)
-    print(f"{model.spec.name}: {w}x{h} RGB -> {w * model.scale}x{h * model.scale}"
-          f"{' (luma only)' if args.luma_only else ''}: median {1000 * np.median(times):.1f} ms, "
-          f"best {1000 * min(times):.1f} ms over {args.repeat} runs")
+        compiled = warm_up(model)
+        seconds = time.perf_counter() - t0
+        what = f"{compiled} functions compiled" if compiled else "all from the cache"
+        print(f"{model.spec.name} x{model.scale} ({model.source}): {what}, {seconds:.1f} s")
+    print(f"numba cache: {cache_dir()}")
     return 0
 
 
@@ -443,6 +520,28 @@ def _max_pixels(text: str) -> int | None:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
     return n
+
+
+def _scale(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer scale, got {text!r}") from None
+    if not 1 <= n <= 8:
+        raise argparse.ArgumentTypeError(f"must be 1..8, got {n}")
+    return n
+
+
+def _add_model_choice(parser: argparse.ArgumentParser) -> None:
+    """--scale and --arithmetic: which embedded model, and how a model's tables are run."""
+    parser.add_argument("--scale", type=_scale, metavar="S",
+                        help="upscaling factor: picks the embedded model rclut_x{S}.npz "
+                             "(2, 3 or 4; default 4); with --model it must be the model's own")
+    parser.add_argument("--arithmetic", choices=("integer", "srlut"),
+                        help="integer: the project's exact arithmetic (edge padding, one "
+                             "rounding); srlut: as SR-LUT's own code (reflect padding, float "
+                             "rounding; SR-LUT's single-LUT layout only). Default: srlut for "
+                             "SR-LUT's published .npy LUTs, integer otherwise")
 
 
 def _version() -> str:
@@ -481,15 +580,21 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-r", "--recursive", action="store_true",
                    help="with a folder input, read its subfolders too (their layout is kept)")
     u.add_argument("--model", help=model_help)
-    u.add_argument("--threads", type=int, help="numba threads (default: all cores)")
+    _add_model_choice(u)
+    u.add_argument("--threads", type=int,
+                   help="numba threads per image (default: all cores; with --dask, 1)")
     u.add_argument("--luma-only", action="store_true", help="LUTs on Y, bicubic on chroma (faster)")
     u.add_argument("--force", action="store_true", help="overwrite existing outputs")
     u.add_argument("--max-pixels", type=_max_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=pixels_help)
+    u.add_argument("--dask", metavar="ADDRESS",
+                   help="run the images as tasks on this Dask scheduler (tcp://host:8786; the "
+                        "dask extra); inputs and outputs must be paths every worker sees")
     u.set_defaults(func=cmd_upscale)
 
     i = sub.add_parser("info", help="describe a model")
     i.add_argument("model", nargs="?", help=model_help)
+    _add_model_choice(i)
     i.set_defaults(func=cmd_info)
 
     c = sub.add_parser("convert", help="write a MuLUT folder / SR-LUT file / bundle as a bundle")
@@ -504,21 +609,38 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="PSNR/SSIM (Y, shave = scale) on a dataset folder with HR/")
     e.add_argument("dataset", metavar="DATASET_DIR")
     e.add_argument("--model", help=model_help)
+    _add_model_choice(e)
     e.add_argument("--threads", type=int)
     e.add_argument("--luma-only", action="store_true")
     e.add_argument("--max-pixels", type=_max_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=pixels_help)
     e.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="time one upscale")
+    b = sub.add_parser("bench", help="ms per 720p / 1080p frame, peak memory at 4K",
+                       description="Figures to plan with: ms per 720p and 1080p output frame at "
+                                   "1 and 2 threads, and the peak memory of a process writing "
+                                   "a 4K frame; with --size, one input size only.")
     b.add_argument("--model", help=model_help)
-    b.add_argument("--size", default="320x180", help="LR size WxH (default 320x180)")
-    b.add_argument("--threads", type=int)
+    _add_model_choice(b)
+    b.add_argument("--size", help="time this input size WxH only (e.g. 320x180)")
+    b.add_argument("--threads", type=int, help="only this thread count (default: 1 and 2)")
     b.add_argument("--repeat", type=int, default=10)
+    b.add_argument("--no-memory", action="store_true",
+                   help="skip the 4K peak-memory measurement (a separate process)")
     b.add_argument("--luma-only", action="store_true")
     b.add_argument("--max-pixels", type=_max_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=pixels_help)
     b.set_defaults(func=cmd_bench)
+
+    w = sub.add_parser("warmup", help="compile every kernel now (device images, containers)",
+                       description="Compile (or load from numba's cache) every kernel the models "
+                                   "can run, on tiny images, so that the first real upscale "
+                                   "starts at once. Run it where rclut is installed, as the "
+                                   "user that will run it (numba's cache must be writable).")
+    w.add_argument("--model", action="append", metavar="MODEL",
+                   help=model_help.replace("(default: the embedded model)",
+                                           "(repeatable; default: every embedded model)"))
+    w.set_defaults(func=cmd_warmup)
     return p
 
 

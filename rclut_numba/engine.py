@@ -6,6 +6,8 @@ Y only and bicubic on chroma.  Large images run in overlapping tiles whose overl
 model's receptive field, so the output equals the untiled one exactly while memory stays bounded.
 All channels of an image go through each kernel launch together; two-stage models (MuLUT,
 RC-LUT) run as a single launch per image (and tile), luma-only's colour conversion included.
+SR-LUT's published LUTs run by default in SR-LUT's own arithmetic (``arithmetic="srlut"``,
+``kernels/srlut_float.py``); every model can run in the project's integer arithmetic.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numba
 import numpy as np
 
 from .bundle import BundleError, load_bundle, validate_arrays
+from .importers import SRLUT_SOURCE
 from .kernels.lut_stage import (
     division_type,
     lut_stage_block,
@@ -26,6 +29,8 @@ from .kernels.lut_stage import (
 )
 from .kernels.planes import pad_planes
 from .kernels.rc_window import combined_tables, level_table, rc_stage_maps
+from .kernels.srlut_float import srlut_upscale
+from .kernels.threads import run_tasks
 from .spec import PATTERN_OFFSETS, ModelSpec, array_key
 
 PATTERN_PAD = 2  # the largest pattern offset (D, Y); maps are padded this much on every side
@@ -225,15 +230,79 @@ def _threads(n: int | None):
         numba.set_num_threads(before)
 
 
-class LutModel:
-    """A loaded LUT model; ``upscale`` is the whole public surface."""
+# ---- arithmetic: the project's exact integers, or SR-LUT's own ----------------------------
+ARITHMETICS = ("integer", "srlut")
 
-    def __init__(self, spec: ModelSpec, arrays: dict[str, np.ndarray], source: str = "<memory>"):
+
+def default_arithmetic(spec: ModelSpec) -> str:
+    """``"srlut"`` for SR-LUT's published LUTs (its ``.npy`` files, and bundles converted from
+    one): they reproduce SR-LUT's own outputs only with its arithmetic; ``"integer"`` else."""
+    return "srlut" if spec.extra.get("imported_from") == SRLUT_SOURCE else "integer"
+
+
+def check_arithmetic(spec: ModelSpec, arithmetic: str) -> str:
+    """``arithmetic`` if ``spec`` can run with it; ValueError naming the problem otherwise.
+
+    ``"srlut"`` is defined for SR-LUT's layout only: one stage of one S branch, no RC window,
+    not residual (SR-LUT's code knows nothing else)."""
+    if arithmetic not in ARITHMETICS:
+        raise ValueError(f"arithmetic must be one of {', '.join(ARITHMETICS)}, "
+                         f"got {arithmetic!r}")
+    if arithmetic == "srlut":
+        stages = spec.stages
+        if (len(stages) != 1 or len(stages[0].branches) != 1 or stages[0].branches[0].rc
+                or stages[0].branches[0].pattern != "S" or spec.residual):
+            raise ValueError(f"arithmetic 'srlut' runs SR-LUT's layout only (one stage of one S "
+                             f"branch, no RC window, not residual), not {spec.describe()}; use "
+                             "arithmetic 'integer'")
+    return arithmetic
+
+
+class _SrlutPlan:
+    """SR-LUT's arithmetic (``kernels/srlut_float.py``): its LUT with columns pre-permuted per
+    rotation, and where the S pattern reads under each rotation, in the image frame."""
+
+    def __init__(self, spec: ModelSpec, arrays: dict[str, np.ndarray]):
+        lut = arrays[f"{array_key(0, 0)}_lut"]
+        perm = block_permutation(spec.scale)
+        self.tables = np.zeros((4, *lut.shape), np.int8)
+        for r in range(4):
+            self.tables[r][:, perm[r]] = lut
+        self.reads = np.array([[rotate_offset(dy, dx, r) for dy, dx in PATTERN_OFFSETS["S"]]
+                               for r in range(4)], np.int64)
+        self.interval, self.levels, self.scale = spec.interval, spec.levels, spec.scale
+
+    def run(self, image: np.ndarray, out: np.ndarray, c0: int) -> None:
+        """(H, W, C) uint8 -> channels ``c0 .. c0 + C`` of ``out`` (H*s, W*s, any)."""
+        t = time.perf_counter()
+        # SR-LUT pads each rotation at its bottom and right by reflection: in the image frame,
+        # one reflected pixel on every side (numpy repeats the pixel of a one-pixel axis)
+        padded = np.ascontiguousarray(  # np.pad keeps a Fortran-ordered input's order
+            np.pad(np.moveaxis(image, 2, 0), ((0, 0), (1, 1), (1, 1)), mode="reflect"))
+        t = _lap("copies", t)
+        srlut_upscale(padded, self.reads, self.tables, self.interval, self.levels, self.scale,
+                      out, c0)
+        _lap("stage1", t)
+
+
+class LutModel:
+    """A loaded LUT model; ``upscale`` is the whole public surface.
+
+    ``arithmetic``: ``"integer"`` (the project's exact arithmetic, MuLUT's rounding and edge
+    padding; every model) or ``"srlut"`` (as SR-LUT's own test code computes: reflect padding,
+    its simplex walk, one float rounding at the end; SR-LUT's single-LUT layout only); None
+    picks :func:`default_arithmetic`.
+    """
+
+    def __init__(self, spec: ModelSpec, arrays: dict[str, np.ndarray], source: str = "<memory>",
+                 arithmetic: str | None = None):
         validate_arrays(spec, arrays, where=source)
         self.spec = spec
         self.arrays = arrays
         self.source = source
+        self.arithmetic = check_arithmetic(spec, arithmetic or default_arithmetic(spec))
         self._plans = [_StagePlan(spec, si, arrays) for si in range(len(spec.stages))]
+        self._srlut = _SrlutPlan(spec, arrays) if self.arithmetic == "srlut" else None
         self.fuse = True  # two-stage models in one launch (tests compare with per-stage launches)
 
     @property
@@ -241,7 +310,7 @@ class LutModel:
         return self.spec.scale
 
     def __repr__(self):
-        return f"LutModel({self.spec.describe()}, from {self.source})"
+        return f"LutModel({self.spec.describe()}, {self.arithmetic} arithmetic, from {self.source})"
 
     # ---- planes --------------------------------------------------------------------------
     def _upscale_untiled(self, image: np.ndarray, out: np.ndarray, c0: int) -> None:
@@ -253,6 +322,9 @@ class LutModel:
         that their times can be told apart.
         """
         h, w, n = image.shape
+        if self._srlut is not None:
+            self._srlut.run(image, out, c0)
+            return
         if len(self._plans) == 2 and self.fuse and _profile is None:
             self._run_fused(image, out, c0)
             return
@@ -280,9 +352,9 @@ class LutModel:
         h, _, n = image.shape
         # bands: a multiple of the threads, at least two tasks per thread where planes are few
         bands = min(h, max(1, numba.get_num_threads() * max(1, 2 // n)))
-        lut_two_stages(np.ascontiguousarray(image), bands, self.spec.interval, self.spec.levels,
-                       self.scale, *first.fused_args(), *last.fused_args(), out, c0,
-                       colour is not None, *(colour or _NO_COLOUR))
+        run_tasks(lut_two_stages, n * bands, np.ascontiguousarray(image), bands,
+                  self.spec.interval, self.spec.levels, self.scale, *first.fused_args(),
+                  *last.fused_args(), out, c0, *(colour or _NO_COLOUR))
 
     def upscale_channels(self, image: np.ndarray, tile: int | None = DEFAULT_TILE,
                          out: np.ndarray | None = None, c0: int = 0) -> np.ndarray:
@@ -369,10 +441,10 @@ class LutModel:
         _lap("colour", t)
 
 
-# placeholders for the fused kernel's colour arguments when it runs without them
+# placeholders for the fused kernel's colour arguments when it runs without them; the None
+# (no RGB output) makes numba compile the kernel without its colour code
 _NO_COLOUR = (np.zeros((2, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1), np.int64), np.zeros((1, 1)),
-              np.zeros((1, 1), np.int64), np.zeros((3, 3)), np.zeros(3),
-              np.zeros((1, 1, 3), np.uint8))
+              np.zeros((1, 1), np.int64), np.zeros((3, 3)), np.zeros(3), None)
 
 
 def _check_image(image) -> np.ndarray:
@@ -390,16 +462,47 @@ def _check_image(image) -> np.ndarray:
 
 
 # ---- loading -----------------------------------------------------------------------------
-DEFAULT_MODEL = Path(__file__).with_name("models") / "rclut_x4.npz"
+MODELS_DIR = Path(__file__).with_name("models")
+DEFAULT_SCALE = 4
 
 
-def load_model(path=None) -> LutModel:
-    """Load a bundle (``.npz``), a MuLUT LUT folder, or an SR-LUT ``.npy``; None = the default."""
+def embedded_model_path(scale: int) -> Path:
+    """Where the embedded default model of ``scale`` lives (it may be absent)."""
+    return MODELS_DIR / f"rclut_x{scale}.npz"
+
+
+def embedded_scales() -> list[int]:
+    """The scales that have an embedded default model, sorted."""
+    return sorted(s for s in range(1, 9) if embedded_model_path(s).is_file())
+
+
+DEFAULT_MODEL = embedded_model_path(DEFAULT_SCALE)
+
+
+def _check_scale(scale) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not 1 <= scale <= 8:
+        raise ValueError(f"scale must be an integer 1..8, got {scale!r}")
+    return int(scale)
+
+
+def load_model(path=None, scale: int | None = None, arithmetic: str | None = None) -> LutModel:
+    """Load a bundle (``.npz``), a MuLUT LUT folder, or an SR-LUT ``.npy``.
+
+    ``path=None`` loads the embedded default model of ``scale`` (default 4); with a path,
+    ``scale`` (when given) must be the model's own.  ``arithmetic``: ``"integer"`` or
+    ``"srlut"`` (see :class:`LutModel`); None = SR-LUT's for SR-LUT's published LUTs, integer
+    for everything else.  Problems raise :class:`BundleError` or ValueError, one line each.
+    """
+    if scale is not None:
+        scale = _check_scale(scale)
     if path is None:
-        if not DEFAULT_MODEL.is_file():
-            raise BundleError("no default model is embedded in this build of rclut_numba; "
-                              "pass a bundle, a MuLUT LUT folder or an SR-LUT .npy file")
-        path = DEFAULT_MODEL
+        scale = DEFAULT_SCALE if scale is None else scale
+        path = embedded_model_path(scale)
+        if not path.is_file():
+            have = ", ".join(f"x{s}" for s in embedded_scales()) or "none"
+            raise BundleError(f"no default model for x{scale} is embedded in this build of "
+                              f"rclut_numba (embedded: {have}); pass a bundle, a MuLUT LUT "
+                              "folder or an SR-LUT .npy file")
     path = Path(path)
     if path.is_dir():
         from .importers import import_mulut_folder
@@ -409,4 +512,7 @@ def load_model(path=None) -> LutModel:
         spec, arrays = import_srlut_file(path)
     else:
         spec, arrays = load_bundle(path)
-    return LutModel(spec, arrays, source=str(path))
+    if scale is not None and spec.scale != scale:
+        raise BundleError(f"{path}: an x{spec.scale} model, but scale {scale} was asked for; "
+                          f"leave the scale out or give an x{scale} model")
+    return LutModel(spec, arrays, source=str(path), arithmetic=arithmetic)

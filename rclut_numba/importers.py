@@ -13,6 +13,7 @@ from .spec import Branch, ModelSpec, SpecError, Stage, array_key
 _MULUT_NAME = re.compile(r"^LUT.*_x(\d+)_(\d+)bit_int8_s(\d+)_([a-z])\.npy$")
 _MULUT_MODES = {"s": "S", "d": "D", "y": "Y"}
 _SRLUT_NAME = re.compile(r"_x(\d+)_(\d+)bit_int8")
+SRLUT_SOURCE = "SR-LUT LUT file"  # extra["imported_from"]: the engine runs these as SR-LUT does
 
 
 MULUT_STAGES = (1, 2)  # MuLUT-SDY-X2, the layout MuLUT publishes: six files
@@ -141,7 +142,7 @@ def import_srlut_file(path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     try:
         spec = ModelSpec(name=f"SR-LUT ({path.stem})"[:200], scale=scale, interval=interval,
                          stages=(Stage((Branch("S"),)),),
-                         extra={"imported_from": "SR-LUT LUT file"})
+                         extra={"imported_from": SRLUT_SOURCE})
     except SpecError as e:
         raise BundleError(f"{path}: {e}") from None
     (rows, outs), _ = spec.expected_arrays()[f"{array_key(0, 0)}_lut"]

@@ -97,3 +97,47 @@ def run_reference(spec: ModelSpec, arrays, plane: np.ndarray) -> np.ndarray:
 
         x = np.vectorize(output, otypes=[np.uint8])(acc, base)
     return x
+
+
+# ---- SR-LUT's own arithmetic (``arithmetic="srlut"``), as its test code computes -------------
+def srlut_walk(frac):
+    """The order in which SR-LUT's 24-case table walks the dimensions a, b, c, d (0..3): by
+    decreasing fraction, except that ``fc > fd > fa > fb`` goes c, a, d, b."""
+    fa, fb, fc, fd = frac
+    if fc > fd > fa > fb:
+        return [2, 0, 3, 1]
+    return sorted(range(4), key=lambda d: -frac[d])
+
+
+def srlut_rotation(lut, rotated, interval, scale):
+    """One rotation of SR-LUT: reflect-pad bottom and right by one pixel, interpolate every
+    pixel in float64 (vertex by vertex, as SR-LUT does), divide by the interval."""
+    levels = 256 // interval + 1
+    padded = np.pad(rotated, ((0, 1), (0, 1)), mode="reflect").astype(np.int64)
+    h, w = rotated.shape
+    result = np.zeros((h * scale, w * scale))
+    for y in range(h):
+        for x in range(w):
+            values = [padded[y, x], padded[y, x + 1], padded[y + 1, x], padded[y + 1, x + 1]]
+            frac = [int(v) % interval for v in values]
+            vertex = [int(v) // interval for v in values]
+            order = srlut_walk(frac)
+            f = [frac[d] for d in order]
+            weights = [interval - f[0], f[0] - f[1], f[1] - f[2], f[2] - f[3], f[3]]
+            block = np.zeros(scale * scale)
+            for step in range(5):
+                row = ((vertex[0] * levels + vertex[1]) * levels + vertex[2]) * levels + vertex[3]
+                block = block + float(weights[step]) * lut[row].astype(np.float64)
+                if step < 4:
+                    vertex[order[step]] += 1
+            result[y * scale:(y + 1) * scale, x * scale:(x + 1) * scale] = \
+                block.reshape(scale, scale)
+    return result / interval
+
+
+def run_srlut_reference(lut, interval, scale, plane):
+    """One uint8 channel through an SR-LUT LUT (rows, scale**2) as SR-LUT's test code runs it:
+    the four rotations summed, / 255, clipped to [0, 1], * 255, one ``numpy.round``."""
+    total = sum(np.rot90(srlut_rotation(lut, np.rot90(plane, r), interval, scale), -r)
+                for r in range(4))
+    return np.round(np.clip(total / 255.0, 0, 1) * 255).astype(np.uint8)

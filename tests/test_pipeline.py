@@ -214,7 +214,11 @@ def test_sigterm_during_training_reports_the_stopped_step(tmp_path):
     published = (tmp_path / "results" / "train_log.jsonl").read_text().splitlines()
     assert step >= 3 and max(json.loads(x)["step"] for x in published) == step
     assert "train (stopped)" in (tmp_path / "results" / "results.md").read_text()
-    assert not list((tmp_path / "results").glob("*.pt"))  # checkpoints stay in the run
+    # of the checkpoints, only the stopped step's resume point leaves the run folder
+    from training.train import load_checkpoint
+
+    assert [p.name for p in (tmp_path / "results").glob("*.pt")] == ["resume_point.pt"]
+    assert load_checkpoint(tmp_path / "results" / "resume_point.pt")["step"] == step
 
 
 def test_cooldown_branch_of_a_longer_run_trains_to_its_end(tmp_path):
