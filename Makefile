@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 RUNTIME := $(VENV)/.installed-runtime
 TESTDEPS := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench results figure clean
+.PHONY: demo test test-arm lint bench results figure clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(RUNTIME)
 
 test: $(TESTDEPS)
 	$(PY) -m pytest
+
+# Same bytes on aarch64 as on x86, every model: an emulated aarch64 Python (qemu-user, Debian's
+# arm64 packages, PyPI's aarch64 wheels) built once and cached in ~/.cache/rclut_numba/arm
+test-arm: $(RUNTIME)
+	$(PY) scripts/arm/test_arm.py
 
 # ruff, configured in pyproject.toml ([tool.ruff]); installed with the test extra
 lint: $(TESTDEPS)

@@ -87,3 +87,28 @@ def test_network_in_bf16_stays_close_to_float32(spec):
     assert (low - ref).abs().mean() < 1.5
     model.set_precision("float32")
     assert torch.equal(model(x), ref)  # switching back restores the float32 values exactly
+
+
+def test_reused_buffers_change_no_value_and_are_never_shared_in_flight():
+    """Calls of one shape reuse the buffers a finished call handed back (no fresh pages per
+    step), and two calls in flight at once (forwards before their backwards) do not share any:
+    values and gradients equal those of calls made one at a time."""
+    from training.dense_mlp import _WORKSPACE
+
+    blk = _block(16)
+    ps = [torch.rand(300, 4, generator=torch.Generator().manual_seed(i), requires_grad=True)
+          for i in range(2)]
+    g = torch.rand(300, 16)
+
+    def one_at_a_time(p):
+        z = dense_mlp_bf16(p, blk.layers(), chunk=64)
+        return z.detach(), _grads(z, g, p, blk.layers())
+
+    alone = [one_at_a_time(p) for p in ps]
+    key = ((5, 1 + 5 * 16, 64), torch.bfloat16, torch.device("cpu"))  # 300 rows: 5 chunks
+    assert _WORKSPACE._free.get(key), "a finished call hands its features back"
+    zs = [dense_mlp_bf16(p, blk.layers(), chunk=64) for p in ps]  # both in flight
+    for (z_alone, grads_alone), z, p in zip(alone, zs, ps, strict=True):
+        assert torch.equal(z, z_alone)
+        for a, b in zip(_grads(z, g, p, blk.layers()), grads_alone, strict=True):
+            assert torch.equal(a, b)

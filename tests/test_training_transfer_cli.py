@@ -128,3 +128,47 @@ def test_bad_input_one_line(tmp_path, images, capsys, args, msg):
     assert cli_main(args) == 2
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def _training_imports() -> dict[str, set[str]]:
+    """``{module: modules of training/ it imports}``, lazy imports inside functions included."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "training"
+    graph = {}
+    for path in root.glob("*.py"):
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                edges.add(node.module.split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("training."):
+                edges.add(node.module.split(".")[1])
+        graph[path.stem] = edges
+    return graph
+
+
+def test_training_modules_import_no_circle():
+    graph = _training_imports()
+    assert "pipeline" in graph["cli"] and "train" in graph["pipeline"]  # lazy imports are read
+    done, path = set(), []
+
+    def visit(mod):
+        assert mod not in path, "import circle: " + " -> ".join(path[path.index(mod):] + [mod])
+        if mod in done:
+            return
+        path.append(mod)
+        for dep in sorted(graph.get(mod, ())):
+            visit(dep)
+        path.pop()
+        done.add(mod)
+
+    for mod in sorted(graph):
+        visit(mod)
+
+
+def test_the_cli_still_offers_write_transferred_bundle():
+    """Pipelines started before it moved to training.transfer import it from training.cli."""
+    from training.cli import write_transferred_bundle
+    from training.transfer import write_transferred_bundle as moved
+
+    assert write_transferred_bundle is moved

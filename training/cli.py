@@ -7,6 +7,7 @@
   rclut-train finetune model.npz --data DIR [DIR...] -o model_ft.npz [--steps N] [--resume]
   rclut-train pipeline CONFIG [--threads N] [--until STAGE] [--stop-after STEP]
                                   (see training/pipeline.py)
+  rclut-train pack --data DIR [DIR...] -o pack.npz [--scale 4] [--patch 64] [--max-mb 48]
 
 ``--weights`` takes a run checkpoint (``RUN/last.pt``, ``RUN/best.pt``) or the published
 MuLUT network (``network_2022.npz``).  Data-parallel training: ``torchrun --nproc_per_node N
@@ -16,9 +17,18 @@ stderr and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
+
+
+def __getattr__(name):
+    # write_transferred_bundle lives in training.transfer; pipelines started before it moved
+    # import it from here at their transfer stage (lazily, so the CLI starts without torch)
+    if name == "write_transferred_bundle":
+        from .transfer import write_transferred_bundle
+
+        return write_transferred_bundle
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a network (or --resume a run)")
     t.add_argument("--config", required=True, help="config file (training/configs/*.toml)")
-    t.add_argument("--data", required=True, nargs="+", help="folders of HR training images")
+    t.add_argument("--data", required=True, nargs="+",
+                   help="folders of HR training images, or training packs (rclut-train pack)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
     t.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     t.add_argument("--steps", type=int, help="total steps (overrides [train] steps)")
@@ -64,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("finetune", help="fine-tune a bundle's tables through the LUT forward")
     f.add_argument("bundle", help="bundle to start from (.npz)")
-    f.add_argument("--data", required=True, nargs="+", help="folders of HR training images")
+    f.add_argument("--data", required=True, nargs="+",
+                   help="folders of HR training images, or training packs (rclut-train pack)")
     f.add_argument("-o", "--output", required=True, help="fine-tuned bundle to write (.npz)")
     f.add_argument("--run", help="run folder for checkpoints and log (default: OUTPUT_finetune/)")
     f.add_argument("--steps", type=int, default=2000)
@@ -90,56 +102,24 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--stop-after", type=int, metavar="STEP",
                    help="stop the network at this step (schedule unchanged), publishing its "
                         "resume point in results/<name>/")
+
+    k = sub.add_parser("pack", help="training images as one file of LR/HR patches (a run that "
+                       "travels: --data pack.npz, or [pipeline] data = [\"pack.npz\"])")
+    k.add_argument("--data", required=True, nargs="+", help="folders of HR training images")
+    k.add_argument("-o", "--output", required=True, help="pack to write (.npz)")
+    k.add_argument("--scale", type=int, default=4, help="the models' scale (default 4)")
+    k.add_argument("--patch", type=int, default=64,
+                   help="LR patch side, at least the training crop (default 64)")
+    k.add_argument("--max-mb", type=float, default=48.0,
+                   help="largest file size in MB of 10^6 bytes (default 48)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--force", action="store_true", help="overwrite the output")
     return p
 
 
-def _load_network(source, config, which="best"):
-    """A LUTNet from a run folder, a checkpoint or published MuLUT weights (+ config)."""
-    from .config import ConfigError, load_config
-    from .networks import load_mulut_npz
-    from .train import TrainError, build_model, load_checkpoint, model_from_checkpoint
-
-    source = Path(source)
-    if source.is_dir():
-        candidates = [source / f"{which}.pt", source / "last.pt"]
-        found = [c for c in candidates if c.is_file()]
-        if not found:
-            raise TrainError(f"{source} holds no checkpoint ({which}.pt or last.pt)")
-        source = found[0]
-    if not source.is_file():
-        raise TrainError(f"{source} does not exist")
-    if source.suffix == ".npz":
-        if not config:
-            raise ConfigError("--config is required with .npz weights")
-        spec, cfg = load_config(config)
-        model = build_model(spec, cfg)
-        load_mulut_npz(model, source)
-        return model, source
-    return model_from_checkpoint(load_checkpoint(source)), source
-
-
-def write_transferred_bundle(source, out, *, config=None, which="best", spread_rc=False,
-                             force=False, say=print) -> None:
-    """Sample a network (run folder, checkpoint or MuLUT weights) into the bundle ``out``."""
-    from rclut_numba.bundle import bundle_size_kb, save_bundle
-    from rclut_numba.rc_storage import project_rc_tables
-
-    from .transfer import transfer
-
-    out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists; use --force to overwrite")
-    model, source = _load_network(source, config, which)
-    spec, arrays = transfer(model.eval(), spread_rc=spread_rc)
-    # RC rows onto the bundle's packed grid (rclut_numba.rc_storage): 40 KB less, ~0.002 dB
-    arrays = project_rc_tables(arrays)
-    spec = dataclasses.replace(spec, extra={**spec.extra, "transferred_from": str(source),
-                                            "spread_rc": bool(spread_rc)})
-    save_bundle(out, spec, arrays, force=force)
-    say(f"wrote {out}: {spec.describe()}, {bundle_size_kb(spec, arrays):.1f} KB of tables")
-
-
 def _transfer(args) -> None:
+    from .transfer import write_transferred_bundle
+
     write_transferred_bundle(args.source, args.output, config=args.config, which=args.checkpoint,
                              spread_rc=args.spread_rc, force=args.force)
 
@@ -150,6 +130,13 @@ def _pipeline(args) -> None:
     status = run_pipeline(args.config, threads=args.threads, until=args.until,
                           stop_after=args.stop_after)
     print("pipeline: " + ", ".join(f"{k} {v}" for k, v in status.items()), flush=True)
+
+
+def _pack(args) -> None:
+    from .pack import write_pack
+
+    write_pack(args.data, args.output, scale=args.scale, patch=args.patch,
+               max_bytes=int(args.max_mb * 1e6), seed=args.seed, force=args.force)
 
 
 def _finetune(args) -> None:
@@ -218,9 +205,10 @@ def _train_cmd(args) -> None:
 def _maybe_jemalloc(args) -> None:
     """Re-execute a bf16 training command under jemalloc (see training/allocator.py).
 
-    Only the fused bf16 path: measured stable under jemalloc (2.1 GB flat over 1300 steps of
-    RC-LUT), while one float32 run under it grew to 22 GB and was OOM-killed; float32,
-    bf16-autocast and LUT fine-tuning keep glibc, as they always ran."""
+    Only the fused bf16 path (``"auto"`` resolved first, as the training will resolve it):
+    measured stable under jemalloc (2.1 GB flat over 1300 steps of RC-LUT), while one float32
+    run under it grew to 22 GB and was OOM-killed; float32, bf16-autocast and LUT fine-tuning
+    keep glibc, as they always ran."""
     if args.command not in ("train", "pipeline"):
         return
     from .allocator import reexec_with_jemalloc
@@ -230,7 +218,17 @@ def _maybe_jemalloc(args) -> None:
         _, cfg = load_config(args.config, parse_overrides(getattr(args, "set", [])))
     except (ConfigError, OSError):
         return  # the command itself reports the error
-    if cfg.training_precision == "bf16":
+    precision = cfg.training_precision
+    if precision == "auto":  # the training resolves it the same way (and prints it)
+        from .precision import resolve_precision
+        from .train import TrainError, resolve_device
+
+        try:
+            device = resolve_device(getattr(args, "device", None))
+        except TrainError:
+            return  # the command itself reports the error
+        precision, _why = resolve_precision("auto", device)
+    if precision == "bf16":
         reexec_with_jemalloc("training.cli", sys.argv[1:])
 
 
@@ -252,7 +250,7 @@ def main(argv=None) -> int:
 
     try:
         {"train": _train_cmd, "eval-network": _eval_network, "transfer": _transfer,
-         "finetune": _finetune, "pipeline": _pipeline}[args.command](args)
+         "finetune": _finetune, "pipeline": _pipeline, "pack": _pack}[args.command](args)
     except TrainStopped as e:
         print(f"rclut-train: {e}", file=sys.stderr)
         return 128 + e.signum

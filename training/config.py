@@ -16,6 +16,8 @@ from rclut_numba.spec import ModelSpec, SpecError
 # "float32": the reference arithmetic; "bf16": training.dense_mlp (fused bfloat16 MLP with a
 # hand-written backward); "bf16-autocast": the earlier autocast path, kept for comparison.
 PRECISIONS = ("float32", "bf16", "bf16-autocast")
+# "auto": resolved per machine when a run starts (training/precision.py)
+CONFIG_PRECISIONS = ("auto", *PRECISIONS)
 
 
 class ConfigError(ValueError):
@@ -38,9 +40,10 @@ class TrainConfig:
     ckpt_every: int = 1000       # checkpoint every N steps (and at the end / when stopped)
     log_every: int = 100         # loss line in log.jsonl and on stdout every N steps
     seed: int = 0
-    precision: str = "bf16"      # how the block MLPs train: one of PRECISIONS below; RC modules,
-                                 # tanh, rounding, stage sums, validation and checkpoints are
-                                 # float32 in every precision
+    precision: str = "auto"      # how the block MLPs train: "auto" (bf16 where the hardware
+                                 # multiplies it natively, else float32) or one of PRECISIONS
+                                 # above; RC modules, tanh, rounding, stage sums, validation and
+                                 # checkpoints are float32 in every precision
     amp: str = ""                # legacy (checkpoints before `precision`): "bf16" selects
                                  # precision "bf16-autocast"
     flat_share: float = 0.0      # share of samples that are flat grey crops (training/data.py)
@@ -114,9 +117,9 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
             raise ConfigError(f"{path}: [train] {key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.amp not in ("", "bf16"):
         raise ConfigError(f"{path}: [train] amp must be \"\" or \"bf16\", got {cfg.amp!r}")
-    if cfg.precision not in PRECISIONS:
+    if cfg.precision not in CONFIG_PRECISIONS:
         raise ConfigError(f"{path}: [train] precision must be one of "
-                          f"{', '.join(PRECISIONS)}, got {cfg.precision!r}")
+                          f"{', '.join(CONFIG_PRECISIONS)}, got {cfg.precision!r}")
     if not 0 < cfg.lr_min <= cfg.lr:
         raise ConfigError(f"{path}: [train] needs 0 < lr_min <= lr, got lr={cfg.lr}, "
                           f"lr_min={cfg.lr_min}")

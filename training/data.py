@@ -15,6 +15,11 @@ one random grey level everywhere: a flat image downscales to itself), drawn from
 of its own seeded with ``(seed, step, 1)`` so the natural samples stay those of a run without
 it.  It teaches flat in, flat out, which natural crops leave to chance.
 
+A training pack (``rclut-train pack``, ``training/pack.py``) can stand wherever a folder does:
+a ``.npz`` of uint8 HR patches of one colour channel each, with their LR cut from the LR of the
+whole image (the same LR a folder gives), validated when loaded (:func:`load_pack`).  Each
+patch is then an image of its own: crops are drawn uniformly over all patches' positions.
+
 Randomness is counter-based: the batch of step ``t`` is drawn from a generator seeded with
 ``(seed, t)``, so it is a pure function of the step.  Resuming from a checkpoint therefore
 replays exactly the batches of an uninterrupted run with no generator state to carry, and
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +44,72 @@ from rclut_numba.fileio import atomic_write
 from rclut_numba.imaging import IMAGE_EXTENSIONS, ImageError, read_image
 
 CACHE_VERSION = 1  # bump when the LR recipe changes: old cache entries are then ignored
+PACK_FORMAT = "rclut-train-pack"
+PACK_VERSION = 1
+PACK_ARRAYS = ("format", "version", "scale", "hr", "lr", "origin", "sources")
 
 
 class DataError(ValueError):
     """Training data that cannot be used; the message says which folder or file and why."""
+
+
+def is_pack(path) -> bool:
+    """Whether a ``--data`` entry names a training pack (a ``.npz`` file) or a folder."""
+    return Path(path).suffix.lower() == ".npz"
+
+
+@dataclass
+class Pack:
+    """A training pack as loaded: ``hr`` (N, s*P, s*P) and ``lr`` (N, P, P) uint8 patches,
+    ``origin`` (N, 4): source index, channel, LR y, LR x of each patch in ``sources``."""
+
+    scale: int
+    hr: np.ndarray
+    lr: np.ndarray
+    origin: np.ndarray
+    sources: list[str]
+
+    @property
+    def patch(self) -> int:
+        return int(self.lr.shape[1])
+
+
+def load_pack(path, scale: int | None = None, crop: int | None = None) -> Pack:
+    """Read and validate a training pack; ``scale`` / ``crop``: what the training needs of it.
+
+    Every problem (missing file, not a pack, damaged zip, wrong dtypes, shapes or scale,
+    patches smaller than a crop) is a :class:`DataError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"training pack {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in PACK_ARRAYS if k not in z.files]
+            if missing:
+                raise DataError(f"{path} is not a training pack (no {', '.join(missing)}; "
+                                f"make one with rclut-train pack)")
+            a = {k: z[k] for k in PACK_ARRAYS}  # reading checks each member's CRC
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"cannot read training pack {path}: {e}") from None
+    if str(a["format"]) != PACK_FORMAT or int(a["version"]) != PACK_VERSION:
+        raise DataError(f"{path}: format {a['format']} version {a['version']}, expected "
+                        f"{PACK_FORMAT} version {PACK_VERSION}")
+    s, hr, lr, origin = int(a["scale"]), a["hr"], a["lr"], a["origin"]
+    if hr.dtype != np.uint8 or lr.dtype != np.uint8:
+        raise DataError(f"{path}: patches must be uint8, got hr {hr.dtype}, lr {lr.dtype}")
+    n = lr.shape[0] if lr.ndim == 3 else 0
+    p = lr.shape[1] if lr.ndim == 3 else 0
+    if (n < 1 or lr.shape != (n, p, p) or hr.shape != (n, s * p, s * p)
+            or origin.shape != (n, 4) or a["sources"].ndim != 1):
+        raise DataError(f"{path}: inconsistent shapes: lr {lr.shape}, hr {hr.shape}, origin "
+                        f"{origin.shape} (expected (N, P, P), (N, {s}P, {s}P), (N, 4), N >= 1)")
+    if scale is not None and s != scale:
+        raise DataError(f"{path} holds x{s} patches; this model is x{scale} (make a pack with "
+                        f"rclut-train pack --scale {scale})")
+    if crop is not None and p < crop:
+        raise DataError(f"{path} holds {p}px LR patches, smaller than the {crop}px crop (make "
+                        f"a pack with --patch {crop} or more)")
+    return Pack(s, hr, lr, origin, [str(x) for x in a["sources"]])
 
 
 def find_images(dirs) -> list[Path]:
@@ -64,12 +133,13 @@ def _cache_key(path: Path, scale: int) -> str:
     return "k" + hashlib.sha1(ident.encode()).hexdigest()[:20]
 
 
-def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """The top-left part of ``img`` whose sides are multiples of ``scale``."""
     h, w = (img.shape[0] // scale) * scale, (img.shape[1] // scale) * scale
     return np.ascontiguousarray(img[:h, :w])
 
 
-def _planes(img: np.ndarray) -> np.ndarray:
+def channel_planes(img: np.ndarray) -> np.ndarray:
     """HxW or HxWxC -> (C, H, W), alpha dropped (it is not an image to learn from)."""
     if img.ndim == 2:
         return img[None]
@@ -93,7 +163,9 @@ class SRDataset:
         if not 0.0 <= flat_share < 1.0:
             raise DataError(f"flat_share must be in [0, 1), got {flat_share}")
         self.flat_share = float(flat_share)
-        files = find_images(dirs)
+        packs = [Path(d) for d in dirs if is_pack(d)]
+        folders = [d for d in dirs if not is_pack(d)]
+        files = find_images(folders) if folders else []
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache_path = cache_dir / f"lr_x{self.scale}.npz"
@@ -109,7 +181,7 @@ class SRDataset:
         keys = {}
         for path in files:
             try:
-                hr = _modcrop(read_image(path), self.scale)
+                hr = modcrop(read_image(path), self.scale)
             except ImageError as e:
                 raise DataError(str(e)) from None
             if hr.shape[0] < self.scale * self.crop or hr.shape[1] < self.scale * self.crop:
@@ -121,7 +193,13 @@ class SRDataset:
                 lr = downscale(hr, self.scale)
                 made += 1
             keys[key] = lr
-            self.items.append(_Item(path, _planes(hr), _planes(lr)))
+            self.items.append(_Item(path, channel_planes(hr), channel_planes(lr)))
+        n_images = len(self.items)
+        for pack_path in packs:
+            pack = load_pack(pack_path, self.scale, self.crop)
+            self.items += [_Item(Path(f"{pack_path}#{i}"), hr[None], lr[None])
+                           for i, (hr, lr) in enumerate(zip(pack.hr, pack.lr, strict=True))]
+            log(f"training pack {pack_path}: {len(pack.hr)} patches of {pack.patch}px LR")
         if not self.items:
             raise DataError(f"no training image is at least {self.scale * self.crop} pixels on "
                             f"each side ({len(files)} found, all too small)")
@@ -131,8 +209,9 @@ class SRDataset:
         if skipped:
             log(f"skipped {len(skipped)} image(s) smaller than one {self.scale * self.crop}px "
                 f"HR crop (e.g. {skipped[0]})")
-        log(f"training data: {len(self.items)} images, {made} downscaled now, "
-            f"{len(self.items) - made} from cache {cache_path} ({time.time() - t0:.1f}s)")
+        from_packs = f", {len(self.items) - n_images} pack patches" if packs else ""
+        log(f"training data: {n_images} images, {made} downscaled now, {n_images - made} from "
+            f"cache {cache_path}{from_packs} ({time.time() - t0:.1f}s)")
         # Crop positions per image; sampling an image with these weights makes every valid
         # LR window equally likely.
         n_pos = np.array([(it.lr.shape[1] - self.crop + 1) * (it.lr.shape[2] - self.crop + 1)

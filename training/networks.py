@@ -58,6 +58,37 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return _RoundSTE.apply(x)
 
 
+class _WindowCorrelation(torch.autograd.Function):
+    """``F.conv2d(xp, kernel)`` for one channel and a small odd kernel, with its backward as
+    K*K shifted products of whole images.
+
+    The forward is that conv2d, so values are unchanged.  oneDNN's backward of a one-channel
+    conv is slow on CPU: its input gradient (a transposed convolution) took 60-140 ms per call
+    for 128 images of 48x48 at 1 thread (3x3 .. 7x7 kernels), 5-30 times the forward, and about
+    5 % of a default training step; the shifted products take a few ms."""
+
+    @staticmethod
+    def forward(ctx, xp, kernel):
+        ctx.save_for_backward(xp, kernel)
+        return F.conv2d(xp, kernel)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, kernel = ctx.saved_tensors
+        k = kernel.shape[-1]
+        h, w = grad.shape[-2:]
+        shifts = [(i, j) for i in range(k) for j in range(k)]
+        grad_xp = grad_kernel = None
+        if ctx.needs_input_grad[0]:
+            grad_xp = torch.zeros_like(xp)
+            for (i, j), weight in zip(shifts, kernel.flatten().tolist(), strict=True):
+                grad_xp[:, :, i:i + h, j:j + w].add_(grad, alpha=weight)
+        if ctx.needs_input_grad[1]:
+            grad_kernel = torch.stack([torch.sum(xp[:, :, i:i + h, j:j + w] * grad)
+                                       for i, j in shifts]).view_as(kernel)
+        return grad_xp, grad_kernel
+
+
 class RCModule(nn.Module):
     """Reconstructed-convolution module (RC-LUT): N x N window -> one 8-bit index per pixel.
 
@@ -123,7 +154,9 @@ class RCModule(nn.Module):
         n = self.window * self.window
         # conv2d is a correlation: output (y, x) sees xp[y + i, x + j] = x at offset (i-r, j-r).
         kernel = (a / n).view(1, 1, self.window, self.window)
-        return F.conv2d(xp, kernel) + b.mean()
+        if xp.device.type == "cpu":
+            return _WindowCorrelation.apply(xp, kernel) + b.mean()
+        return F.conv2d(xp, kernel) + b.mean()  # GPU: cuDNN's backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.mean_response(x)

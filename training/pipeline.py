@@ -4,7 +4,8 @@ The config TOML holds the model (``[model]``), the network training (``[train]``
 
     [pipeline]
     name = "rclut_x4"                 # results/<name>/ and the bundle's file name
-    data = ["../shared/data/train"]   # HR folders (searched recursively); relative: repo root
+    data = ["../shared/data/train"]   # HR folders (searched recursively) or training packs
+                                      # (rclut-train pack: one .npz); relative: repo root
     run = "runs/rclut_x4"             # working folder (git-ignored); default runs/<name>
     results = "results/rclut_x4"      # what is published; default results/<name>
     threads = 2                       # CPU threads of every stage (default: all cores)
@@ -188,6 +189,14 @@ def _records(log: Path) -> list[dict]:
     return out
 
 
+def run_precision(run: Path, cfg: TrainConfig) -> str:
+    """The MLP precision(s) the run's logged steps ran in, in order ("float32, bf16" for a run
+    resumed on another machine); the config's when the log names none (runs before "auto")."""
+    log = run / "log.jsonl"
+    seen = [r["precision"] for r in (_records(log) if log.is_file() else []) if "precision" in r]
+    return ", ".join(dict.fromkeys(seen)) or cfg.training_precision
+
+
 def _checkpoint_step(path: Path) -> int:
     if not path.is_file():
         return 0
@@ -227,7 +236,7 @@ def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
             f"{cfg.cooldown_steps} steps" if cfg.cooldown_steps else "")
     lines.append(f"- network steps: {done} / {cfg.steps}{part} (batch {cfg.batch_size}, crop "
                  f"{cfg.crop}, lr {cfg.lr:g} -> {cfg.lr_min:g} cosine{cool}, precision "
-                 f"{cfg.training_precision})")
+                 f"{run_precision(run, cfg)})")
     if sps:
         eta = (cfg.steps - done) * sps / 3600
         lines.append(f"- s/step (median of the last {len(recent)} log records): {sps:.2f}; "
@@ -358,7 +367,7 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
     if transferred.exists():
         status["transfer"] = "skipped"
     else:
-        from .cli import write_transferred_bundle
+        from .transfer import write_transferred_bundle
 
         write_transferred_bundle(run, transferred, which=pc.transfer_checkpoint,
                                  spread_rc=pc.spread_rc, say=say)
@@ -434,7 +443,7 @@ def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfi
         ft_steps, ft_wall = ft_steps + s, ft_wall + w
     spec.extra["training"] = {
         "steps": steps, "schedule_steps": _schedule_steps(run, cfg), "batch_size": cfg.batch_size,
-        "crop": cfg.crop, "nf": cfg.nf, "precision": cfg.training_precision,
+        "crop": cfg.crop, "nf": cfg.nf, "precision": run_precision(run, cfg),
         "data": ", ".join(pc.data), "threads": threads,
         "wall_hours": round(wall / 3600, 2), "cpu_hours": round(wall / 3600 * threads, 1),
         "finetune_steps": ft_steps, "finetune_wall_hours": round(ft_wall / 3600, 2),

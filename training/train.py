@@ -4,8 +4,9 @@ Run folder ``RUN/``:
   ``last.pt``     latest checkpoint (model, optimizer, scheduler, step, RNG states, spec, config)
   ``best.pt``     checkpoint with the best validation PSNR so far
   ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step",
-                  "data_share", "eta_h", "rss_gb"}`` every ``log_every`` steps (``data_share``:
-                  the part of a step spent assembling its batch; ``rss_gb``: resident memory),
+                  "data_share", "eta_h", "rss_gb", "precision"}`` every ``log_every`` steps
+                  (``data_share``: the part of a step spent assembling its batch; ``rss_gb``:
+                  resident memory; ``precision``: the MLP precision those steps ran in),
                   ``{"step", "val_psnr", "val_ssim"}`` at validations (plus
                   ``"val": {set: {"psnr", "ssim"}}`` with several sets)
   ``config.toml`` / ``spec.json``  what the run was started with
@@ -40,6 +41,7 @@ from rclut_numba.spec import ModelSpec
 from .config import ConfigError, TrainConfig, load_config
 from .data import SRDataset
 from .networks import LUTNet
+from .precision import resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_VERSION = 1
@@ -376,8 +378,13 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
             else:
                 say(f"validation skipped: {vd} has no HR/ folder")
 
-    # training only: validation, checkpoints and transfer use the float32 network
-    model.set_precision(cfg.training_precision)
+    # training only: validation, checkpoints and transfer use the float32 network. "auto" is
+    # resolved on the machine at hand, so a resumed run may continue in another precision.
+    precision, why = resolve_precision(cfg.training_precision, dev)
+    before = ck.get("precision") if ck is not None else None
+    since = f"; its steps so far ran in {before}" if before and before != precision else ""
+    say(f"precision: {precision} ({why}){since}")
+    model.set_precision(precision)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -395,6 +402,7 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None},
             "data": {"seed": cfg.seed, "next_step": step},  # batches are a function of step
+            "precision": precision,  # the resolved one of this process ("auto" in the config)
         }
         atomic_torch_save(ckpt, path)
 
@@ -433,7 +441,8 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
                 sps = (now - t_last) / len(window)
                 rec = {"step": done, "loss": sum(window) / len(window), "lr": lr_now,
                        "s_per_step": sps, "data_share": data_s / len(window) / max(sps, 1e-9),
-                       "eta_h": (horizon - done) * sps / 3600, "rss_gb": _rss_gb()}
+                       "eta_h": (horizon - done) * sps / 3600, "rss_gb": _rss_gb(),
+                       "precision": precision}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 window, t_last, data_s = [], now, 0.0
