@@ -134,9 +134,9 @@ def test_fused_two_stage_kernel_as_python_equals_compiled_and_per_stage(spec, mo
     h, w, n = image.shape
     for bands in (1, 2, 5, 11):
         got, got_py = _compiled_and_python(monkeypatch, lut_stage.lut_two_stages, (
-            image, bands, spec.interval, spec.levels, spec.scale, *first.fused_args(),
-            *last.fused_args(), np.zeros((h * spec.scale, w * spec.scale, n), np.uint8), 0,
-            False, *_NO_COLOUR), -11)
+            0, n * bands, image, bands, spec.interval, spec.levels, spec.scale,
+            *first.fused_args(), *last.fused_args(),
+            np.zeros((h * spec.scale, w * spec.scale, n), np.uint8), 0, *_NO_COLOUR), -10)
         assert np.array_equal(got, expected) and np.array_equal(got_py, expected)
 
 

@@ -1,6 +1,8 @@
 """The LUT model's kernels, with every helper they call (numba's cache is keyed on this file).
 
-* :func:`lut_two_stages`: a whole two-stage model (MuLUT, RC-LUT) in one parallel launch.  Each
+* :func:`lut_two_stages`: a whole two-stage model (MuLUT, RC-LUT) in one launch, run on threads
+  by :func:`rclut_numba.kernels.threads.run_tasks` (serial over a range of tasks: as a
+  ``parallel=True`` kernel its body would be compiled four times, see ``options``).  Each
   task is a band of rows of one plane: the stage-1 rows the band needs (a few halo rows are
   recomputed by both neighbours), their RC maps and the band's output blocks go through
   band-sized buffers that stay in cache; for luma-only the band then converts its own rows
@@ -28,7 +30,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from .options import parallel_jit, serial_jit
+from .options import helper_jit, inlined_jit, parallel_jit, serial_jit
 
 KEY_SHIFT = 20  # sort keys: fraction in the high bits, the dimension's LUT stride (< 2**20) low
 KEY_MASK = (1 << KEY_SHIFT) - 1
@@ -127,7 +129,7 @@ def division_type(divisor: int):
     return np.float32(divisor) if divisor < 2 ** 14 else np.float64(divisor)
 
 
-@serial_jit
+@helper_jit
 def _simplex_row(flat, a, b, c, d, width, shift, mask, st0, st1, st2, base_row, row_scale, idx,
                  wts):
     """Vertices ``idx[0..4, x]`` (table rows times ``row_scale``: where they start in a flat
@@ -201,7 +203,7 @@ def _simplex_row(flat, a, b, c, d, width, shift, mask, st0, st1, st2, base_row, 
         w4s[ux] = fd
 
 
-@serial_jit
+@helper_jit
 def _gather_single_row(acc, table, idx, wts, width):
     """``acc[x] += sum_v wts[v, x] * table[idx[v, x]]`` for a row of pixels."""
     i32 = np.int32
@@ -213,7 +215,7 @@ def _gather_single_row(acc, table, idx, wts, width):
                      + wts[4, x] * i32(table[np.uintp(idx[4, x])]))
 
 
-@serial_jit
+@helper_jit
 def _gather_block_row(acc, table, base, idx, wts, width, n_out):
     """``acc[x] += sum_v wts[v, x] * table[base + idx[v, x]:][:n_out]`` for a row of pixels."""
     for x in range(width):
@@ -232,7 +234,7 @@ def _gather_block_row(acc, table, base, idx, wts, width, n_out):
                                j4 + k0, w0, w1, w2, w3, w4)
 
 
-@serial_jit
+@helper_jit
 def _stage_constants(interval, levels):
     shift = 0
     while (1 << shift) < interval:
@@ -240,7 +242,7 @@ def _stage_constants(interval, levels):
     return shift, interval - 1, levels * levels * levels, levels * levels, levels
 
 
-@serial_jit
+@helper_jit
 def _read_offsets(reads, plane, n_maps, buf_rows, padded_w, row, pad):
     """Flat positions of pixel 0 of buffer row ``row`` for every (branch, rotation, input)."""
     n_branch = reads.shape[0]
@@ -259,7 +261,7 @@ def _read_offsets(reads, plane, n_maps, buf_rows, padded_w, row, pad):
 # every map, edge-padded by ``pad`` columns on each side.
 
 
-@serial_jit
+@inlined_jit
 def _single_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, table, interval,
                  levels, bias, den, out, out_row0, out_pad, idx, wts, acc):
     """Image rows ``y_lo .. y_hi`` of a one-output stage into map 0 of ``out`` (its buffer row
@@ -296,7 +298,7 @@ def _single_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start,
             dst[out_pad + width + x] = dst[out_pad + width - 1]
 
 
-@serial_jit
+@inlined_jit
 def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, tables, interval,
                 levels, den, scale, out, out_c, flat_acc, flat_q, idx, wts, residual, image,
                 image_c):
@@ -352,7 +354,7 @@ def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, 
                     drow[x * scale + kx, out_c] = flat_q[x * n_out + ky * scale + kx]
 
 
-@serial_jit
+@helper_jit
 def _rc_rows(maps, plane, row0, pad, y_lo, y_hi, offsets, lanes, start, combined, levels,
              level_start, level_len, base, lane_map, flat_acc):
     """RC index maps of image rows ``y_lo .. y_hi``: for lane l = 4 j + r, map ``lane_map[l]``.
@@ -412,7 +414,7 @@ def _rc_rows(maps, plane, row0, pad, y_lo, y_hi, offsets, lanes, start, combined
                 dst[pad + width + x] = dst[pad + width - 1]
 
 
-@serial_jit
+@helper_jit
 def _replicate_rows(maps, plane, m_lo, m_hi, row0, need_lo, need_hi, lo, hi):
     """Edge replication of rows: buffer rows of image rows ``need_lo .. need_hi`` outside the
     computed ``lo .. hi`` (past the image's top or bottom) copy the nearest computed row."""
@@ -430,7 +432,7 @@ def _replicate_rows(maps, plane, m_lo, m_hi, row0, need_lo, need_hi, lo, hi):
 # ---- luma-only: bicubic chroma and YCbCr -> RGB over a range of output rows -----------------
 
 
-@serial_jit
+@helper_jit
 def _chroma_rgb_rows(y, chroma, row_weights, row_index, col_weights, col_index, inverse, offset,
                      out, i_lo, i_hi):
     """Output rows ``i_lo .. i_hi``: bicubic-upscale (Cb, Cr) and convert with the upscaled Y
@@ -613,33 +615,35 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
 # ---- two stages fused per band of rows: one launch per image -------------------------------
 
 
-@parallel_jit
-def lut_two_stages(image, n_bands, interval, levels, scale,
+@serial_jit
+def lut_two_stages(task_lo, task_hi, image, n_bands, interval, levels, scale,
                    pad1, reach1, half1, n_maps1, reads1, n_in1, row_start1, table1, bias1, den1,
                    has_rc1, off1, lanes1, start1, comb1, lev1, lev_start1, lev_len1, base1, map1,
                    pad2, reach2, half2, n_maps2, reads2, n_in2, row_start2, tables2, den2,
                    residual2, has_rc2, off2, lanes2, start2, comb2, lev2, lev_start2, lev_len2,
                    base2, map2,
-                   out, c0, colour, chroma, row_weights, row_index, col_weights, col_index,
+                   out, c0, chroma, row_weights, row_index, col_weights, col_index,
                    inverse, offset, rgb):
-    """A two-stage model on (H, W, C) ``image`` into channels ``c0 .. c0 + C`` of ``out``
-    (H * s, W * s, channels); with ``colour`` (luma-only: one plane, the Y) each band then
-    turns its rows and the chroma into RGB in ``rgb`` (:func:`_chroma_rgb_rows`).
+    """Tasks ``task_lo .. task_hi`` of a two-stage model on (H, W, C) ``image`` into channels
+    ``c0 .. c0 + C`` of ``out`` (H * s, W * s, channels); unless ``rgb`` is None (luma-only: one
+    plane, the Y) each band then turns its rows and the chroma into RGB in ``rgb``
+    (:func:`_chroma_rgb_rows`).  With ``rgb`` None numba prunes that branch when it compiles,
+    so an RGB model's first run does not compile the colour code.
 
     Each task is one band of output rows of one plane: it computes, into band-sized buffers,
     the stage-1 rows the band needs (its rows plus ``reach2 + half2`` on each side, clipped to
     the image, then edge-replicated), their RC maps, and the band's output blocks.  The halo
     rows are computed twice (by neighbouring bands); intermediates stay in cache and the whole
-    model is one parallel launch.  Per stage k: ``pad`` the buffers' column padding, ``reach``
-    the pattern's largest offset, ``half`` the largest RC half window, the rest as in
-    :func:`lut_stage_single`, :func:`lut_stage_block` and :func:`rc_stage_maps`.
+    model is one launch of ``C * n_bands`` tasks (task t: plane t // n_bands).  Per stage k:
+    ``pad`` the buffers' column padding, ``reach`` the pattern's largest offset, ``half`` the
+    largest RC half window, the rest as in :func:`lut_stage_single`, :func:`lut_stage_block`
+    and :func:`rc_stage_maps`.
     """
-    height, width, n_planes = image.shape
+    height, width, _ = image.shape
     n_out = tables2.shape[2]
-    n_tasks = n_planes * n_bands
     h1 = reach1 + half1
     h2 = reach2 + half2
-    for task in prange(n_tasks):
+    for task in range(task_lo, task_hi):
         plane = task // n_bands
         band = task - plane * n_bands
         y0 = band * height // n_bands
@@ -668,23 +672,24 @@ def lut_two_stages(image, n_bands, interval, levels, scale,
             acc_rc = np.empty(width * (-(-map1.shape[0] // CHUNK) * CHUNK), np.int32)
             _rc_rows(buf1, 0, row0_1, pad1, lo, hi, off1, lanes1, start1, comb1, lev1,
                      lev_start1, lev_len1, base1, map1, acc_rc)
-            _replicate_rows(buf1, 0, 1, n_maps1, row0_1, a1 - reach1, b1 + reach1, lo, hi)
+            _replicate_rows(buf1, 0, np.intp(1), n_maps1, row0_1, a1 - reach1, b1 + reach1, lo, hi)
         acc1 = np.empty(width, np.int32)
         _single_rows(buf1, 0, row0_1, pad1, a1, b1, reads1, n_in1, row_start1, table1, interval,
                      levels, bias1, den1, buf2, row0_2, pad2, idx, wts, acc1)
-        _replicate_rows(buf2, 0, 0, 1, row0_2, y0 - h2, y1 + h2, a1, b1)
+        # np.intp: literal map bounds would compile a second specialisation of the helper
+        _replicate_rows(buf2, 0, np.intp(0), np.intp(1), row0_2, y0 - h2, y1 + h2, a1, b1)
         if has_rc2:
             lo = max(0, y0 - reach2)
             hi = min(height, y1 + reach2)
             acc_rc = np.empty(width * (-(-map2.shape[0] // CHUNK) * CHUNK), np.int32)
             _rc_rows(buf2, 0, row0_2, pad2, lo, hi, off2, lanes2, start2, comb2, lev2,
                      lev_start2, lev_len2, base2, map2, acc_rc)
-            _replicate_rows(buf2, 0, 1, n_maps2, row0_2, y0 - reach2, y1 + reach2, lo, hi)
+            _replicate_rows(buf2, 0, np.intp(1), n_maps2, row0_2, y0 - reach2, y1 + reach2, lo, hi)
         flat_acc = np.empty(width * n_out, np.int32)
         flat_q = np.empty(width * n_out, np.uint8)
         _block_rows(buf2, 0, row0_2, pad2, y0, y1, reads2, n_in2, row_start2, tables2, interval,
                     levels, den2, scale, out, c0 + plane, flat_acc, flat_q, idx, wts, residual2,
                     image, plane)
-        if colour:
+        if rgb is not None:
             _chroma_rgb_rows(out, chroma, row_weights, row_index, col_weights, col_index,
                              inverse, offset, rgb, y0 * scale, y1 * scale)
