@@ -29,19 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from rclut_numba.planning import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "rclut_numba" / "samples" / "astronaut_lr.png"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _shown(path: Path) -> str:
@@ -101,7 +92,7 @@ def main() -> None:
     if args.model is not None:
         shown[-1] = _shown(args.model)
     print(f"`{' '.join(shown)}`, whole process; "
-          f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"numba {numba.__version__}; {args.rounds} rounds, cold and warm interleaved")
     print()
     print("| round | cold wall s | warm wall s | wall ratio | cold CPU s | warm CPU s "

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import numpy as np
 
 from rclut_numba import engine, load_model
 from rclut_numba.bicubic import imresize
+from rclut_numba.planning import peak_rss_kb
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MULUT = ROOT.parent / "shared" / "mulut" / "luts"
@@ -66,19 +66,6 @@ def short_name(model) -> str:
 
 
 # ---- child processes -----------------------------------------------------------------------
-def peak_rss_kb() -> int:
-    """This process's own peak RSS: VmHWM where Linux has it, because ``ru_maxrss`` also counts
-    the parent's pages that the child had before ``exec``."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def peak_rss_child(model_path: str | None) -> None:
     """Runs in a fresh process: one 960x540 -> 4K upscale, then report the peak RSS."""
     model = load_model(model_path)

@@ -432,7 +432,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def cmd_bench(args) -> int:
-    from .planning import FRAMES, MEMORY_FRAME, frame_ms, input_size, peak_memory_mb
+    from .planning import FRAMES, MEMORY_FRAME, cpu_name, frame_ms, input_size, peak_memory_mb
     from .planning import synthetic_image as test_image
     if args.repeat < 1:
         raise CliError(f"--repeat must be at least 1, got {args.repeat}")
@@ -453,7 +453,7 @@ def cmd_bench(args) -> int:
     import numba
     counts = [threads] if threads else sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
     print(f"{model.spec.name} x{model.scale} ({model.source}), RGB{luma}; medians of "
-          f"{args.repeat} runs, thread counts interleaved; {_cpu_name()}")
+          f"{args.repeat} runs, thread counts interleaved; {cpu_name()}")
     print()
     print("| output frame | input | " + " | ".join(
         f"{t} thread{'s' if t > 1 else ''} ms" for t in counts) + " |")
@@ -476,19 +476,6 @@ def cmd_bench(args) -> int:
               f"{peak:.0f} MB resident, whole process ({added:.0f} MB of it added by the "
               "upscale)")
     return 0
-
-
-def _cpu_name() -> str:
-    """The CPU's model name where Linux tells it, else what ``platform`` knows."""
-    import platform
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cmd_warmup(args) -> int:

@@ -53,7 +53,7 @@ def frame_ms(model, image: np.ndarray, threads: list[int], repeat: int,
     return {t: (1000 * float(np.median(v)), 1000 * min(v)) for t, v in times.items()}
 
 
-def _peak_rss_kb() -> int:
+def peak_rss_kb() -> int:
     """This process's peak resident set in KB: ``VmHWM`` where Linux has it (``ru_maxrss``
     can include pages of the parent from before ``exec``)."""
     try:
@@ -67,6 +67,19 @@ def _peak_rss_kb() -> int:
     return peak // 1024 if sys.platform == "darwin" else peak  # macOS counts bytes
 
 
+def cpu_name() -> str:
+    """The CPU's model name where Linux tells it, else what ``platform`` knows."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _rss_kb() -> int:
     try:
         with open("/proc/self/status") as status:
@@ -75,7 +88,7 @@ def _rss_kb() -> int:
                     return int(line.split()[1])
     except OSError:
         pass
-    return _peak_rss_kb()
+    return peak_rss_kb()
 
 
 def peak_memory_mb(model_args: list[str], width: int, height: int,
@@ -108,7 +121,7 @@ def _measure_memory() -> None:
     model.upscale(image[:8, :8], luma_only=args.luma_only)  # kernels loaded before measuring
     before = _rss_kb()
     model.upscale(image, luma_only=args.luma_only)
-    print(json.dumps({"before_kb": before, "peak_kb": _peak_rss_kb()}))
+    print(json.dumps({"before_kb": before, "peak_kb": peak_rss_kb()}))
 
 
 if __name__ == "__main__":
