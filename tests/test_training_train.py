@@ -58,8 +58,9 @@ def _losses(run: Path) -> list[float]:
 def test_every_config_trains_a_few_steps(config, data_dir, cache_dir, tmp_path):
     run = tmp_path / "run"
     # cooldown off: a branch's cooldown ends past these 2 steps (rclut_x2: from step 800)
+    # and no init_from: its network is full-size (test_configs_init_from_fits checks it)
     losses = train(config, [data_dir], run, steps=2, device="cpu", cache_dir=cache_dir,
-                   overrides=_overrides(["cooldown_steps=0"]), quiet=True)
+                   overrides=_overrides(["cooldown_steps=0", "init_from=''"]), quiet=True)
     assert len(losses) == 2 and all(v == v and v < 10 for v in losses)
     ck = torch.load(run / "last.pt", weights_only=False)
     assert ck["step"] == 2 and ck["format"] == "rclut-train-checkpoint"
@@ -280,3 +281,65 @@ def test_sigterm_checkpoints_the_step_in_progress(data_dir, cache_dir, tmp_path)
                    device="cpu", overrides=_overrides(["ckpt_every=100000"]),
                    stop_after=ck["step"] + 2, cache_dir=cache_dir, quiet=True, threads=1)
     assert len(losses) == 2
+
+
+def test_subpixel_resampling_averages_and_interpolates():
+    from training.train import subpixel_resampling
+    assert torch.equal(subpixel_resampling(4, 4), torch.eye(16))
+    to_x2 = subpixel_resampling(4, 2)
+    # x2 subpixel (0, 1) is the mean of x4 subpixels (0, 2), (0, 3), (1, 2), (1, 3)
+    want = torch.zeros(16)
+    want[[2, 3, 6, 7]] = 0.25
+    assert torch.allclose(to_x2[1], want)
+    to_x3 = subpixel_resampling(4, 3)
+    assert torch.allclose(to_x3.sum(1), torch.ones(9))
+    # a ramp along x over the x4 subpixel centres is sampled at the x3 centres exactly
+    ramp = torch.tensor([(dx + 0.5) / 4 for dy in range(4) for dx in range(4)])
+    assert torch.allclose(to_x3 @ ramp,
+                          torch.tensor([(dx + 0.5) / 3 for dy in range(3) for dx in range(3)]))
+
+
+def test_init_from_starts_an_x2_run_from_an_x4_network(data_dir, cache_dir, tmp_path):
+    from training.config import load_config
+    from training.train import TrainError, build_model, subpixel_resampling, warm_start
+
+    cfg4 = ROOT / "training" / "configs" / "rclut.toml"
+    train(cfg4, [data_dir], tmp_path / "x4", steps=2, device="cpu", cache_dir=cache_dir,
+          overrides=_overrides(), quiet=True)
+    source = torch.load(tmp_path / "x4" / "last.pt", weights_only=False)["model"]
+    cfg2 = ROOT / "training" / "configs" / "rclut_x2.toml"
+    overrides = _overrides([f"init_from='{tmp_path / 'x4' / 'last.pt'}'"])
+    spec, cfg = load_config(cfg2, overrides)
+    model = build_model(spec, cfg)
+    assert "x4 -> x2" in warm_start(model, cfg, cfg.init_from)
+    state = model.state_dict()
+    mix = subpixel_resampling(4, 2)
+    for name, value in source.items():
+        if name.startswith("blocks.s2_") and ".conv6." in name:
+            assert torch.allclose(state[name], mix @ value)
+        else:
+            assert torch.equal(state[name], value), name
+    # the run itself starts from the checkpoint and trains
+    losses = train(cfg2, [data_dir], tmp_path / "x2", steps=2, device="cpu",
+                   cache_dir=cache_dir, overrides=overrides, quiet=True)
+    assert len(losses) == 2 and all(v == v for v in losses)
+
+    # another layout or width is refused in one line that names the checkpoint
+    for config, extra, why in ((ROOT / "training" / "configs" / "srlut.toml", [], "layout"),
+                               (cfg2, ["nf=5"], "nf=4")):
+        spec, cfg = load_config(config, _overrides(extra))
+        with pytest.raises(TrainError, match=why) as err:
+            warm_start(build_model(spec, cfg), cfg, tmp_path / "x4" / "last.pt")
+        assert "\n" not in str(err.value) and "last.pt" in str(err.value)
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if "init_from" in c.read_text()],
+                         ids=lambda p: p.stem)
+def test_configs_init_from_fits(config):
+    """A shipped config's init_from is committed and fits its full-size network."""
+    from training.config import load_config
+    from training.train import build_model, warm_start
+
+    spec, cfg = load_config(config)
+    assert cfg.init_from and not Path(cfg.init_from).is_absolute()
+    warm_start(build_model(spec, cfg), cfg, ROOT / cfg.init_from)

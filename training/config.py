@@ -50,6 +50,9 @@ class TrainConfig:
     cooldown_start: int = 0      # a cooldown branch of a long schedule (warmup-stable-decay): from
     cooldown_steps: int = 0      # this step the lr falls linearly from the schedule's value there
                                  # to 0 over cooldown_steps, where the run ends; 0 steps = off
+    init_from: str = ""          # a training checkpoint to start the network from (a new run
+                                 # only; relative paths from the repository root): same layout,
+                                 # any scale, e.g. x2 from the x4 default (train.warm_start)
     compile: bool = False        # torch.compile the training forward (measured ~7% on CPU, ~45 s
                                  # to compile)
 

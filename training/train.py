@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from rclut_numba.fileio import atomic_write
-from rclut_numba.spec import ModelSpec
+from rclut_numba.spec import ModelSpec, array_key
 
 from .config import ConfigError, TrainConfig, load_config
 from .data import SRDataset
@@ -156,6 +156,61 @@ def model_from_checkpoint(ck: dict) -> LUTNet:
     model = build_model(spec, cfg)
     model.load_state_dict(ck["model"])
     return model
+
+
+def subpixel_resampling(src_scale: int, dst_scale: int) -> torch.Tensor:
+    """``(dst**2, src**2)`` bilinear weights from one scale's output subpixels to another's.
+
+    Subpixel ``k = s*dy + dx`` of scale ``s`` sits at ``((dy + 0.5) / s, (dx + 0.5) / s)`` inside
+    its LR pixel; each target subpixel mixes the (up to 4) source subpixels around its position,
+    clamped at the pixel's edge.  From x4 to x2 this is the 2x2 average."""
+    def axis(src, dst):
+        w = torch.zeros(dst, src, dtype=torch.float64)
+        for t in range(dst):
+            pos = min(max((t + 0.5) * src / dst - 0.5, 0.0), src - 1.0)
+            lo = min(int(math.floor(pos)), src - 1)
+            hi = min(lo + 1, src - 1)
+            w[t, lo] += 1.0 - (pos - lo)
+            w[t, hi] += pos - lo
+        return w
+    a = axis(src_scale, dst_scale)
+    return torch.kron(a, a).float()  # separable: rows (ty, tx), columns (sy, sx)
+
+
+def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
+    """Start ``model`` from another run's network (``[train] init_from``), e.g. x2 from x4.
+
+    The layouts must match stage by stage and branch by branch (patterns and RC windows), and
+    so must ``nf`` and ``rc_channels``; the scale may differ.  Everything but the last stage's
+    output layers is copied; those are resampled from the source's output subpixels to the
+    model's (:func:`subpixel_resampling`).  Returns a one-line description for the log."""
+    ck = load_checkpoint(path)
+    src_spec = ModelSpec.from_json(ck["spec"])
+    spec = model.spec
+    src_cfg = TrainConfig(**ck["train_config"])
+    same_layout = ([[b.label() for b in st.branches] for st in src_spec.stages]
+                   == [[b.label() for b in st.branches] for st in spec.stages])
+    if not same_layout or src_spec.residual != spec.residual:
+        raise TrainError(f"init_from {path}: its model ({src_spec.describe()}) does not have the "
+                         f"layout of this config ({spec.describe()})")
+    for key in ("nf", "rc_channels"):
+        if getattr(src_cfg, key) != getattr(cfg, key):
+            raise TrainError(f"init_from {path}: it has {key}={getattr(src_cfg, key)}, the "
+                             f"config {getattr(cfg, key)}")
+    state = dict(ck["model"])
+    if src_spec.scale != spec.scale:
+        mix = subpixel_resampling(src_spec.scale, spec.scale)
+        last = len(spec.stages) - 1
+        for bi in range(len(spec.stages[last].branches)):
+            for part in ("weight", "bias"):  # weight (out, in) and bias (out,) alike
+                name = f"blocks.{array_key(last, bi)}.conv6.{part}"
+                state[name] = mix @ state[name]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise TrainError(f"init_from {path}: {str(e).splitlines()[0]}") from None
+    return (f"network initialised from {Path(path).name} (step {int(ck['step'])}, "
+            f"x{src_spec.scale} -> x{spec.scale})")
 
 
 def validate(model: LUTNet, val_dir, scale: int) -> tuple[float, float]:
@@ -330,6 +385,9 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, cfg))
     start, best_psnr = 0, -math.inf
+    if ck is None and cfg.init_from:
+        source = Path(cfg.init_from)
+        say(warm_start(model, cfg, source if source.is_absolute() else REPO_ROOT / source))
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
