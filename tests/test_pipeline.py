@@ -68,6 +68,7 @@ def test_full_pipeline_then_rerun_skips_everything(tmp_path):
     spec, _ = load_bundle(res / "tiny_x4.npz")
     assert spec.extra["training"]["steps"] == 6
     assert spec.extra["training"]["finetune_steps"] == 4
+    assert "init_from" not in spec.extra["training"]  # a run from scratch
     md = (res / "results.md").read_text()
     assert "network steps: 6 / 6" in md and "PSNR" in md
     scores = json.loads((tmp_path / "run" / "eval.json").read_text())

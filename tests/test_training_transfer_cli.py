@@ -172,3 +172,29 @@ def test_the_cli_still_offers_write_transferred_bundle():
     from training.transfer import write_transferred_bundle as moved
 
     assert write_transferred_bundle is moved
+
+
+def test_scoring_tables_keeps_torchs_thread_count(tmp_path):
+    """numba's OpenMP layer would leave torch on numba's thread count after the engine scored
+    tables (finetune's validation); a fresh process, so that numba starts its pool here."""
+    import os
+    import subprocess
+    import sys
+
+    synthetic_images(tmp_path / "val" / "HR", n=1, size=48)
+    script = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "from rclut_numba.engine import embedded_model_path, load_model\n"
+        "from training.finetune import engine_psnr\n"
+        "from training.pipeline import evaluate_bundle\n"
+        "m = load_model(scale=2)\n"
+        f"engine_psnr(m.spec, m.arrays, {str(tmp_path / 'val')!r})\n"
+        "assert torch.get_num_threads() == 1, torch.get_num_threads()\n"
+        f"evaluate_bundle(embedded_model_path(2), [{str(tmp_path / 'val')!r}], say=print)\n"
+        "assert torch.get_num_threads() == 1, torch.get_num_threads()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NUMBA_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -35,7 +35,14 @@ from .train import (
     _truncate_log,
     atomic_torch_save,
     cosine_factor,
+    torch_threads_kept,
 )
+
+
+def engine_psnr(spec, arrays, val_dir) -> float:
+    """Set5-style PSNR of tables through the numba engine, torch's thread count kept."""
+    with torch_threads_kept():
+        return tables_psnr(spec, arrays, val_dir)
 
 
 def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 32, crop: int = 48,
@@ -87,7 +94,7 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
     val_dir = vd if (vd / "HR").is_dir() else None
     if val_dir is None:
         say(f"validation skipped: {vd} has no HR/ folder")
-    psnr_before = tables_psnr(spec, arrays, val_dir) if val_dir else None
+    psnr_before = engine_psnr(spec, arrays, val_dir) if val_dir else None
     if psnr_before is not None:
         say(f"engine PSNR before fine-tuning: {psnr_before:.4f} dB ({val_dir.name})")
 
@@ -138,7 +145,7 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
                     logf.flush()
                     window, t_last = [], now
                 if val_dir is not None and val_every and (done % val_every == 0 or done == steps):
-                    p = tables_psnr(spec, net.export_arrays(), val_dir)
+                    p = engine_psnr(spec, net.export_arrays(), val_dir)
                     logf.write(json.dumps({"step": done, "val_psnr": p}) + "\n")
                     logf.flush()
                     bar.write(f"step {done}: engine PSNR {p:.4f} dB ({val_dir.name})")
@@ -156,7 +163,7 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
                 "seconds": seconds}
     final = net.export_arrays()
     save_bundle(output, spec, final, force=force)
-    psnr_after = tables_psnr(spec, final, val_dir) if val_dir else None
+    psnr_after = engine_psnr(spec, final, val_dir) if val_dir else None
     say(f"wrote {output}" + (f"; engine PSNR {psnr_before:.4f} -> {psnr_after:.4f} dB"
                              if val_dir else "") + f" in {seconds / 60:.1f} min")
     return {"losses": losses, "psnr_before": psnr_before, "psnr_after": psnr_after,

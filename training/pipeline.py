@@ -450,6 +450,8 @@ def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfi
         "finetune_cpu_hours": round(ft_wall / 3600 * threads, 1),
         "commands": f"results/{pc.name}/",
     }
+    if cfg.init_from:  # the steps above came on top of another run's network
+        spec.extra["training"]["init_from"] = cfg.init_from
     save_bundle(output, spec, arrays, force=replace)
 
 
@@ -457,16 +459,18 @@ def evaluate_bundle(bundle: Path, sets, say=print) -> dict:
     from rclut_numba.analysis import flat_field_deviation, format_flat_field
     from rclut_numba.engine import load_model
     from rclut_numba.evaluation import evaluate
+    from .train import torch_threads_kept
 
     model = load_model(bundle)
     scores = {}
-    for item in sets:
-        folder = Path(item) if Path(item).is_absolute() else BENCHMARKS / item
-        name = folder.name
-        r = evaluate(model.upscale, folder, model.spec.scale, out=lambda _s: None)
-        scores[name] = {"psnr": r["mean_psnr"], "ssim": r["mean_ssim"]}
-        say(f"  {name}: PSNR {r['mean_psnr']:.4f} SSIM {r['mean_ssim']:.4f}")
-    flat = flat_field_deviation(model)
+    with torch_threads_kept():  # the engine would leave torch on numba's thread count
+        for item in sets:
+            folder = Path(item) if Path(item).is_absolute() else BENCHMARKS / item
+            name = folder.name
+            r = evaluate(model.upscale, folder, model.spec.scale, out=lambda _s: None)
+            scores[name] = {"psnr": r["mean_psnr"], "ssim": r["mean_ssim"]}
+            say(f"  {name}: PSNR {r['mean_psnr']:.4f} SSIM {r['mean_ssim']:.4f}")
+        flat = flat_field_deviation(model)
     scores["flat_field"] = {"max": int(flat.max()), "levels_over_1": int((flat > 1).sum()),
                             "summary": format_flat_field(flat)}
     say(f"  flat field: {scores['flat_field']['summary']}")

@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -110,6 +111,22 @@ def default_threads(local_world: int = 1) -> int:
     except AttributeError:
         cores = os.cpu_count() or 1
     return max(1, cores // max(1, local_world))
+
+
+@contextmanager
+def torch_threads_kept():
+    """Keep torch's CPU thread count across a call into the numba engine.
+
+    numba's OpenMP threading layer and torch share one OpenMP runtime, and a parallel numba
+    kernel leaves the calling thread's OpenMP thread count at numba's own; torch then runs its
+    later OpenMP ops (``F.unfold``, ...) on that many threads.  Measured: a one-thread LUT
+    fine-tuning leg, beside another one-thread run on 2 cores, ran at 8-12 s/step instead of
+    about 2 after the engine scored its tables."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def atomic_torch_save(obj, path: Path) -> None:
