@@ -459,6 +459,7 @@ def evaluate_bundle(bundle: Path, sets, say=print) -> dict:
     from rclut_numba.analysis import flat_field_deviation, format_flat_field
     from rclut_numba.engine import load_model
     from rclut_numba.evaluation import evaluate
+
     from .train import torch_threads_kept
 
     model = load_model(bundle)
