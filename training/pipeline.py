@@ -242,9 +242,11 @@ def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
         lines.append(f"- s/step (median of the last {len(recent)} log records): {sps:.2f}; "
                      f"network ETA {eta:.1f} h of training at that speed")
     lines.append(f"- data: {', '.join(pc.data)}")
+    if cfg.init_from:
+        lines.append(f"- network started from `{cfg.init_from}` ([train] init_from)")
     if vals:
         names = sorted({k for r in vals for k in r.get("val", {})})
-        lines += ["", "Network validation PSNR (float32 network, Y, shave 4):", ""]
+        lines += ["", "Network validation PSNR (float32 network, Y, shave = scale):", ""]
         if names:
             lines.append("| step | " + " | ".join(names) + " |")
             lines.append("|---:|" + "---:|" * len(names))
