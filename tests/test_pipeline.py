@@ -8,54 +8,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from pipeline_configs import tiny_pipeline_config
 from training.config import ConfigError
-from training.data import synthetic_images
 from training.pipeline import load_pipeline, progress_markdown, run_pipeline, run_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _config(tmp_path: Path, legs=2, extra="") -> Path:
-    data = tmp_path / "images"
-    synthetic_images(data, n=3, size=96)
-    bench = tmp_path / "bench"
-    synthetic_images(bench / "HR", n=2, size=64, seed=5)
-    text = f'''
-[model]
-name = "SR-LUT"
-scale = 4
-interval = 64
-stages = [["S"]]
-
-[train]
-nf = 4
-batch_size = 2
-crop = 12
-steps = 6
-val_every = 0
-ckpt_every = 100
-log_every = 1
-
-[pipeline]
-name = "tiny_x4"
-data = ["{data}"]
-run = "{tmp_path / 'run'}"
-results = "{tmp_path / 'results'}"
-threads = 1
-eval_sets = ["{bench}"]
-report_every = 4
-{extra}
-'''
-    for i in range(legs):
-        text += f"\n[[finetune.legs]]\nsteps = 2\nlr = {0.1 / (i + 1)}\nlr_min = 0.001\n" \
-                "batch_size = 2\ncrop = 12\nval_every = 0\n"
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(text)
-    return cfg
-
-
 def test_full_pipeline_then_rerun_skips_everything(tmp_path):
-    cfg = _config(tmp_path)
+    cfg = tiny_pipeline_config(tmp_path)
     status = run_pipeline(cfg, say=lambda _s: None)
     assert status == {"train": "done", "transfer": "done", "ft1": "done", "ft2": "done",
                       "stamp": "done", "eval": "done", "results": "done"}
@@ -82,7 +43,7 @@ def test_full_pipeline_then_rerun_skips_everything(tmp_path):
 def test_a_leg_added_to_a_finished_pipeline_is_run_then_stamped_and_scored_again(tmp_path):
     from rclut_numba.bundle import load_bundle
 
-    cfg = _config(tmp_path, legs=1)
+    cfg = tiny_pipeline_config(tmp_path, legs=1)
     run_pipeline(cfg, say=lambda _s: None)
     cfg.write_text(cfg.read_text() + "\n[[finetune.legs]]\nsteps = 3\nlr = 0.01\n"
                    "lr_min = 0.001\nbatch_size = 2\ncrop = 12\nval_every = 0\n")
@@ -94,7 +55,7 @@ def test_a_leg_added_to_a_finished_pipeline_is_run_then_stamped_and_scored_again
 
 
 def test_stopped_pipeline_continues_where_it_stopped(tmp_path):
-    cfg = _config(tmp_path)
+    cfg = tiny_pipeline_config(tmp_path)
     assert run_pipeline(cfg, until="ft1", say=lambda _s: None)["ft1"] == "done"
     assert not (tmp_path / "run" / "ft2.npz").exists()
     md = (tmp_path / "results" / "results.md").read_text()
@@ -109,7 +70,7 @@ def _branch_of_a_longer_run(tmp_path, at: int) -> Path:
     checkpoint and log at step ``at``."""
     from training.train import train
 
-    cfg = _config(tmp_path, legs=1)
+    cfg = tiny_pipeline_config(tmp_path, legs=1)
     long_cfg = tmp_path / "long.toml"
     long_cfg.write_text(cfg.read_text().replace("steps = 6\n", "steps = 10\n", 1))
     train(long_cfg, [tmp_path / "images"], tmp_path / "long_run", stop_after=at, quiet=True)
@@ -134,10 +95,10 @@ def test_snapshot_of_a_longer_run_keeps_its_schedule(tmp_path):
 
 
 def test_bad_pipeline_tables_are_refused(tmp_path):
-    cfg = _config(tmp_path, extra="bogus = 1")
+    cfg = tiny_pipeline_config(tmp_path, extra="bogus = 1")
     with pytest.raises(ConfigError, match="unknown key.*bogus"):
         load_pipeline(cfg)
-    cfg = _config(tmp_path, extra='spread_rc = "yes"')
+    cfg = tiny_pipeline_config(tmp_path, extra='spread_rc = "yes"')
     with pytest.raises(ConfigError, match="spread_rc must be bool"):
         load_pipeline(cfg)
     text = cfg.read_text().replace('spread_rc = "yes"', "").replace("steps = 2\n", "steps = 0\n")
@@ -176,7 +137,7 @@ def test_each_part_of_a_run_is_charged_its_own_speed(tmp_path):
 
 
 def test_progress_page_shows_curve_and_eta(tmp_path):
-    cfg = _config(tmp_path)
+    cfg = tiny_pipeline_config(tmp_path)
     _, tc, pc = load_pipeline(cfg)
     run = pc.run_dir
     run.mkdir()
@@ -199,7 +160,7 @@ def test_sigterm_during_training_reports_the_stopped_step(tmp_path):
 
     from processes import wait_for_log_lines
 
-    cfg = _config(tmp_path)
+    cfg = tiny_pipeline_config(tmp_path)
     cfg.write_text(cfg.read_text().replace("steps = 6\n", "steps = 100000\n", 1)
                    .replace("report_every = 4", "report_every = 100000"))
     env = dict(os.environ, RCLUT_ALLOCATOR="system")
@@ -251,10 +212,10 @@ def test_committed_resume_point_continues_like_the_run_in_place(tmp_path):
     uninterrupted run."""
     import shutil
 
-    whole = _config(tmp_path / "whole", legs=0)
+    whole = tiny_pipeline_config(tmp_path / "whole", legs=0)
     run_pipeline(whole, until="train", say=lambda _s: None)
 
-    parts = _config(tmp_path / "parts", legs=0)
+    parts = tiny_pipeline_config(tmp_path / "parts", legs=0)
     status = run_pipeline(parts, stop_after=3, say=lambda _s: None)
     assert status == {"train": "stopped at step 3"}
     point = tmp_path / "parts" / "results" / "resume_point.pt"
@@ -283,7 +244,7 @@ def test_committed_resume_point_continues_like_the_run_in_place(tmp_path):
 
 
 def test_finished_run_publishes_no_resume_point(tmp_path):
-    cfg = _config(tmp_path, legs=0)
+    cfg = tiny_pipeline_config(tmp_path, legs=0)
     run_pipeline(cfg, stop_after=4, say=lambda _s: None)
     assert (tmp_path / "results" / "resume_point.pt").is_file()
     run_pipeline(cfg, say=lambda _s: None)
@@ -292,7 +253,7 @@ def test_finished_run_publishes_no_resume_point(tmp_path):
 
 
 def test_a_broken_resume_point_is_refused_with_its_name(tmp_path):
-    cfg = _config(tmp_path, legs=0)
+    cfg = tiny_pipeline_config(tmp_path, legs=0)
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "resume_point.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception, match="resume_point.pt"):
@@ -302,4 +263,4 @@ def test_a_broken_resume_point_is_refused_with_its_name(tmp_path):
 
 def test_stop_after_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match="--stop-after"):
-        run_pipeline(_config(tmp_path, legs=0), stop_after=0, say=lambda _s: None)
+        run_pipeline(tiny_pipeline_config(tmp_path, legs=0), stop_after=0, say=lambda _s: None)

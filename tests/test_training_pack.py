@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from pipeline_configs import tiny_pipeline_config
 from rclut_numba.bicubic import downscale
 from rclut_numba.imaging import read_image
 from training.cli import main as cli_main
@@ -130,37 +131,7 @@ def test_a_pipeline_trains_and_finetunes_from_a_pack(pack, tmp_path, monkeypatch
     resolve = training.train.resolve_device
     monkeypatch.setattr(training.train, "resolve_device",
                         lambda name, *a: asked.append(name) or resolve(name, *a))
-    config = tmp_path / "packed.toml"
-    config.write_text(f'''
-[model]
-name = "SR-LUT"
-scale = 4
-interval = 64
-stages = [["S"]]
-
-[train]
-nf = 4
-batch_size = 2
-crop = 12
-steps = 2
-val_every = 0
-log_every = 1
-
-[pipeline]
-name = "packed_x4"
-data = ["{pack[0]}"]
-run = "{tmp_path / 'run'}"
-results = "{tmp_path / 'results'}"
-threads = 1
-
-[[finetune.legs]]
-steps = 2
-lr = 0.1
-lr_min = 0.01
-batch_size = 2
-crop = 12
-val_every = 0
-''')
+    config = tiny_pipeline_config(tmp_path, legs=1, data=pack[0], steps=2)
     status = run_pipeline(config, until="ft1", say=lambda _s: None)
     assert status == {"train": "done", "transfer": "done", "ft1": "done"}
     assert asked == ["auto"]
