@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 RUNTIME := $(VENV)/.installed-runtime
 TESTDEPS := $(VENV)/.installed-test
 
-.PHONY: demo test test-arm lint bench results figure clean
+.PHONY: demo test test-arm test-avx2 lint bench results figure clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: $(TESTDEPS)
 # arm64 packages, PyPI's aarch64 wheels) built once and cached in ~/.cache/rclut_numba/arm
 test-arm: $(RUNTIME)
 	$(PY) scripts/arm/test_arm.py
+
+# The torch tests as an x86 CPU without native bf16 runs them (AVX2-only AMD, most laptops):
+# torch's kernels and oneDNN held to AVX2, so precision "auto" resolves to float32 there
+test-avx2: $(TESTDEPS)
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest \
+	    tests/test_training_*.py tests/test_pipeline.py tests/test_bench_training.py \
+	    tests/test_lut_forward.py tests/test_dense_mlp.py
 
 # ruff, configured in pyproject.toml ([tool.ruff]); installed with the test extra
 lint: $(TESTDEPS)

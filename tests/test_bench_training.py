@@ -24,7 +24,8 @@ def test_prints_the_precision_the_step_and_its_share_of_the_matmul_rate():
     assert out.returncode == 0, out.stderr
     assert "precision auto -> " in out.stdout
     row = next(line for line in out.stdout.splitlines() if line.startswith("tiny "))
-    sps, gflops, mm, share = row.split()[2:6]  # "tiny float32 s/step GFLOP/s mm of-mm%"
+    # "tiny float32 s/step GFLOP/s mm of-mm%"; "float32 (auto)" where auto picks float32
+    sps, gflops, mm, share = row.replace(" (auto)", "").split()[2:6]
     assert float(sps) > 0 and float(gflops) > 0 and float(mm) > 0 and share.endswith("%")
 
 
