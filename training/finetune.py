@@ -40,7 +40,7 @@ from .train import (
 
 
 def engine_psnr(spec, arrays, val_dir) -> float:
-    """Set5-style PSNR of tables through the numba engine, torch's thread count kept."""
+    """Mean PSNR of tables through the numba engine on ``val_dir``, torch's thread count kept."""
     with torch_threads_kept():
         return tables_psnr(spec, arrays, val_dir)
 
