@@ -169,7 +169,9 @@ except ImportError as e:
 else:
     torch.set_num_threads(1)   # tiny crops: threads would only contend with other work
     rng = np.random.default_rng(0)
-    checkpoints = [(p, load_checkpoint(p)) for p in sorted((ROOT / "results").glob("*/*.pt"))]
+    # published networks only: a live run's resume_point.pt is not what any tables came from
+    checkpoints = [(p, load_checkpoint(p))
+                   for p in sorted((ROOT / "results").glob("*/network_step*.pt"))]
     checkpoints.sort(key=lambda pc: -int(pc[1]["step"]))   # a family's latest network first
     for name, spec in SPECS.items():
         torch.manual_seed(0)

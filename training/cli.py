@@ -82,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=2000)
     f.add_argument("--batch-size", type=int, default=32)
     f.add_argument("--crop", type=int, default=48)
-    f.add_argument("--lr", type=float, default=1e-2, help="in table units (default 1e-2)")
-    f.add_argument("--lr-min", type=float, default=1e-3)
+    f.add_argument("--lr", type=float, default=3.0,
+                   help="Adam step in table units (default 3; see training/finetune.py)")
+    f.add_argument("--lr-min", type=float, default=0.15)
     f.add_argument("--val-every", type=int, default=500)
     f.add_argument("--val-data", help="dataset folder with HR/ (default ../shared/.../Set5)")
     f.add_argument("--freeze-rc", action="store_true", help="keep RC window tables fixed")
