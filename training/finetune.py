@@ -56,7 +56,7 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
     ``lr`` is Adam's step size in table units, but table gradients are tiny: at the end of a
     leg only 0.1 % of the entries have a root mean square gradient above Adam's eps (1e-8),
     so most entries move by about ``lr * gradient / eps`` a step, far less than ``lr``.  That
-    is why the legs run at lr 3 (measured in docs/history.md, "LUT fine-tuning").  Returns
+    is why the legs run at lr 3 (measured in docs/history.md, "LUT fine-tuning at lr 3").  Returns
     ``{"losses", "psnr_before", "psnr_after", "seconds"}`` (PSNRs from the numba engine on the
     validation set, None when it is absent).
     """
