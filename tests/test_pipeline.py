@@ -30,6 +30,9 @@ def test_full_pipeline_then_rerun_skips_everything(tmp_path):
     assert spec.extra["training"]["steps"] == 6
     assert spec.extra["training"]["finetune_steps"] == 4
     assert "init_from" not in spec.extra["training"]  # a run from scratch
+    for log in ("train_log.jsonl", "finetune1_log.jsonl", "finetune2_log.jsonl"):
+        timed = [json.loads(x) for x in (res / log).read_text().splitlines() if "s_per_step" in x]
+        assert timed and all(r["threads"] == 1 for r in timed), log  # the config's threads = 1
     md = (res / "results.md").read_text()
     assert "network steps: 6 / 6" in md and "PSNR" in md
     scores = json.loads((tmp_path / "run" / "eval.json").read_text())
@@ -131,9 +134,23 @@ def test_each_part_of_a_run_is_charged_its_own_speed(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    steps, seconds = run_seconds(run)
+    steps, seconds, cpu_seconds = run_seconds(run, threads=2)
     assert steps == 2000
     assert seconds == pytest.approx(1000 * 4.0 + 1000 * 2.0, rel=0.02)
+    assert cpu_seconds == pytest.approx(2 * seconds)  # records without threads: the fallback
+
+
+def test_each_part_of_a_run_is_charged_its_own_threads(tmp_path):
+    # 500 steps at 2 s on 2 threads, then 500 at 3 s on 1 thread; the fallback (4) never applies
+    recs = [{"step": 10 * k, "loss": 0.01, "lr": 1e-3, "s_per_step": 2.0 if k <= 50 else 3.0,
+             "threads": 2 if k <= 50 else 1} for k in range(1, 101)]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    steps, seconds, cpu_seconds = run_seconds(run, threads=4)
+    assert steps == 1000
+    assert seconds == pytest.approx(500 * 2.0 + 500 * 3.0, rel=0.05)
+    assert cpu_seconds == pytest.approx(500 * 2.0 * 2 + 500 * 3.0 * 1, rel=0.05)
 
 
 def test_progress_page_shows_curve_and_eta(tmp_path):

@@ -141,7 +141,8 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
                     now = time.time()
                     record = {"step": done, "loss": sum(window) / len(window),
                               "lr": opt.param_groups[0]["lr"],
-                              "s_per_step": (now - t_last) / len(window)}
+                              "s_per_step": (now - t_last) / len(window),
+                              "threads": torch.get_num_threads()}  # CPU hours: the stamp
                     if flat_max is not None:
                         record["flat_max"] = flat_max
                     logf.write(json.dumps(record) + "\n")

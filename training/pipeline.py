@@ -157,13 +157,16 @@ def load_pipeline(path) -> tuple:
 
 
 # -- budget from the logs ---------------------------------------------------------------------
-def run_seconds(run: Path, window: int = 10) -> tuple[int, float]:
-    """(last step, seconds) of a run: each logged interval's steps times the median seconds per
-    step of the records within ``window`` of it.
+def run_seconds(run: Path, threads: int, window: int = 10) -> tuple[int, float, float]:
+    """(last step, seconds, CPU seconds) of a run: each logged interval's steps times the median
+    seconds per step of the records within ``window`` of it, and that times the threads the
+    interval ran on (its record's ``threads``; ``threads`` for logs written before records
+    carried it).
 
     A median, not the logged times, so that time a run spent paused or sharing the cores with
     other jobs does not count as its cost; a local one, so that a run that changed speed on
-    resuming is charged each part's own speed."""
+    resuming is charged each part's own speed.  Threads per record, so that a network trained
+    on 2 threads and a leg run on 1 are each charged what they used."""
     log = run / "log.jsonl"
     if not log.is_file():
         raise ConfigError(f"{log} not found")
@@ -171,12 +174,14 @@ def run_seconds(run: Path, window: int = 10) -> tuple[int, float]:
     if not timed:
         raise ConfigError(f"{log} has no timed steps")
     speeds = [r["s_per_step"] for r in timed]
-    seconds, previous = 0.0, 0
+    seconds, cpu_seconds, previous = 0.0, 0.0, 0
     for i, r in enumerate(timed):
-        local = statistics.median(speeds[max(0, i - window):i + window + 1])
-        seconds += (r["step"] - previous) * local
+        interval = (r["step"] - previous) * statistics.median(
+            speeds[max(0, i - window):i + window + 1])
+        seconds += interval
+        cpu_seconds += interval * int(r.get("threads", threads))
         previous = r["step"]
-    return previous, seconds
+    return previous, seconds, cpu_seconds
 
 
 def _records(log: Path) -> list[dict]:
@@ -438,18 +443,18 @@ def stamp_budget(source: Path, output: Path, pc: PipelineConfig, cfg: TrainConfi
 
     run = pc.run_dir
     spec, arrays = load_bundle(source)
-    steps, wall = run_seconds(run)
-    ft_steps, ft_wall = 0, 0.0
+    steps, wall, cpu = run_seconds(run, threads)
+    ft_steps, ft_wall, ft_cpu = 0, 0.0, 0.0
     for i in range(1, len(pc.legs) + 1):
-        s, w = run_seconds(run / f"ft{i}")
-        ft_steps, ft_wall = ft_steps + s, ft_wall + w
+        s, w, c = run_seconds(run / f"ft{i}", threads)
+        ft_steps, ft_wall, ft_cpu = ft_steps + s, ft_wall + w, ft_cpu + c
     spec.extra["training"] = {
         "steps": steps, "schedule_steps": _schedule_steps(run, cfg), "batch_size": cfg.batch_size,
         "crop": cfg.crop, "nf": cfg.nf, "precision": run_precision(run, cfg),
-        "data": ", ".join(pc.data), "threads": threads,
-        "wall_hours": round(wall / 3600, 2), "cpu_hours": round(wall / 3600 * threads, 1),
+        "data": ", ".join(pc.data), "threads": round(cpu / wall, 1) if wall else threads,
+        "wall_hours": round(wall / 3600, 2), "cpu_hours": round(cpu / 3600, 1),
         "finetune_steps": ft_steps, "finetune_wall_hours": round(ft_wall / 3600, 2),
-        "finetune_cpu_hours": round(ft_wall / 3600 * threads, 1),
+        "finetune_cpu_hours": round(ft_cpu / 3600, 1),
         "commands": f"results/{pc.name}/",
     }
     if cfg.init_from:  # the steps above came on top of another run's network

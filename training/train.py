@@ -4,9 +4,10 @@ Run folder ``RUN/``:
   ``last.pt``     latest checkpoint (model, optimizer, scheduler, step, RNG states, spec, config)
   ``best.pt``     checkpoint with the best validation PSNR so far
   ``log.jsonl``   one JSON object per line: ``{"step", "loss", "lr", "s_per_step",
-                  "data_share", "eta_h", "rss_gb", "precision"}`` every ``log_every`` steps
-                  (``data_share``: the part of a step spent assembling its batch; ``rss_gb``:
-                  resident memory; ``precision``: the MLP precision those steps ran in),
+                  "data_share", "eta_h", "rss_gb", "precision", "threads"}`` every
+                  ``log_every`` steps (``data_share``: the part of a step spent assembling its
+                  batch; ``rss_gb``: resident memory; ``precision``: the MLP precision those
+                  steps ran in; ``threads``: torch threads of all processes together),
                   ``{"step", "val_psnr", "val_ssim"}`` at validations (plus
                   ``"val": {set: {"psnr", "ssim"}}`` with several sets)
   ``config.toml`` / ``spec.json``  what the run was started with
@@ -517,7 +518,8 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
                 rec = {"step": done, "loss": sum(window) / len(window), "lr": lr_now,
                        "s_per_step": sps, "data_share": data_s / len(window) / max(sps, 1e-9),
                        "eta_h": (horizon - done) * sps / 3600, "rss_gb": _rss_gb(),
-                       "precision": precision}
+                       "precision": precision,
+                       "threads": torch.get_num_threads() * world}  # CPU hours: the stamp
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 window, t_last, data_s = [], now, 0.0
