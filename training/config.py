@@ -47,6 +47,8 @@ class TrainConfig:
     amp: str = ""                # legacy (checkpoints before `precision`): "bf16" selects
                                  # precision "bf16-autocast"
     flat_share: float = 0.0      # share of samples that are flat grey crops (training/data.py)
+    synthetic_share: float = 0.0  # share of samples drawn: edges, strokes, grids, screentone
+                                  # (training/synthetic.py)
     cooldown_start: int = 0      # a cooldown branch of a long schedule (warmup-stable-decay): from
     cooldown_steps: int = 0      # this step the lr falls linearly from the schedule's value there
                                  # to 0 over cooldown_steps, where the run ends; 0 steps = off
@@ -126,6 +128,8 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
     if not 0 < cfg.lr_min <= cfg.lr:
         raise ConfigError(f"{path}: [train] needs 0 < lr_min <= lr, got lr={cfg.lr}, "
                           f"lr_min={cfg.lr_min}")
-    if not 0 <= cfg.flat_share < 1:
-        raise ConfigError(f"{path}: [train] flat_share must be in [0, 1), got {cfg.flat_share}")
+    for key in ("flat_share", "synthetic_share"):
+        if not 0 <= getattr(cfg, key) < 1:
+            raise ConfigError(f"{path}: [train] {key} must be in [0, 1), got "
+                              f"{getattr(cfg, key)}")
     return spec, cfg

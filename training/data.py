@@ -15,6 +15,12 @@ one random grey level everywhere: a flat image downscales to itself), drawn from
 of its own seeded with ``(seed, step, 1)`` so the natural samples stay those of a run without
 it.  It teaches flat in, flat out, which natural crops leave to chance.
 
+With ``synthetic_share`` > 0, each sample that is not flat is instead, with that probability, a
+drawn patch (``training/synthetic.py``: flat fills with hard edges, strokes and hatching,
+stripes and grids, screentone) and its bicubic LR; whether and what are drawn from generators
+seeded with ``(seed, step, 2)`` and ``(seed, step, 2, i)``, so again the natural samples stay
+those of a run without it, and every rank draws the same sample ``i``.
+
 A training pack (``rclut-train pack``, ``training/pack.py``) can stand wherever a folder does:
 a ``.npz`` of uint8 HR patches of one colour channel each, with their LR cut from the LR of the
 whole image (the same LR a folder gives), validated when loaded (:func:`load_pack`).  Each
@@ -42,6 +48,8 @@ import torch
 from rclut_numba.bicubic import downscale
 from rclut_numba.fileio import atomic_write
 from rclut_numba.imaging import IMAGE_EXTENSIONS, ImageError, read_image
+
+from .synthetic import synthetic_pair
 
 CACHE_VERSION = 1  # bump when the LR recipe changes: old cache entries are then ignored
 PACK_FORMAT = "rclut-train-pack"
@@ -158,11 +166,12 @@ class SRDataset:
 
     def __init__(self, dirs, scale: int, crop: int, cache_dir, seed: int = 0,
                  log: Callable[[str], object] = print, build_cache: bool = True,
-                 flat_share: float = 0.0):
+                 flat_share: float = 0.0, synthetic_share: float = 0.0):
         self.scale, self.crop, self.seed = int(scale), int(crop), int(seed)
-        if not 0.0 <= flat_share < 1.0:
-            raise DataError(f"flat_share must be in [0, 1), got {flat_share}")
-        self.flat_share = float(flat_share)
+        for name, share in (("flat_share", flat_share), ("synthetic_share", synthetic_share)):
+            if not 0.0 <= share < 1.0:
+                raise DataError(f"{name} must be in [0, 1), got {share}")
+        self.flat_share, self.synthetic_share = float(flat_share), float(synthetic_share)
         packs = [Path(d) for d in dirs if is_pack(d)]
         folders = [d for d in dirs if not is_pack(d)]
         files = find_images(folders) if folders else []
@@ -243,11 +252,20 @@ class SRDataset:
             flat_rng = np.random.default_rng([self.seed, int(step), 1])
             is_flat = flat_rng.random(n) < self.flat_share
             flat_level[is_flat] = flat_rng.integers(0, 256, n)[is_flat]
+        drawn = np.zeros(n, bool)
+        if self.synthetic_share:
+            drawn_rng = np.random.default_rng([self.seed, int(step), 2])
+            drawn = drawn_rng.random(n) < self.synthetic_share
         lrs, hrs = [], []
         for i in range(lo, hi):
             if flat_level[i] >= 0:
                 lrs.append(np.full((c, c), flat_level[i], np.uint8))
                 hrs.append(np.full((s * c, s * c), flat_level[i], np.uint8))
+                continue
+            if drawn[i]:
+                lr, hr = synthetic_pair(np.random.default_rng([self.seed, int(step), 2, i]), c, s)
+                lrs.append(lr)
+                hrs.append(hr)
                 continue
             it = self.items[img[i]]
             ch = min(int(u[i, 0] * it.lr.shape[0]), it.lr.shape[0] - 1)

@@ -436,12 +436,13 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
     dataset = None
     if main:
         dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn,
-                            flat_share=cfg.flat_share)
+                            flat_share=cfg.flat_share, synthetic_share=cfg.synthetic_share)
     if world > 1:
         dist.barrier()
     if not main:
         dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn,
-                            build_cache=False, flat_share=cfg.flat_share)
+                            build_cache=False, flat_share=cfg.flat_share,
+                            synthetic_share=cfg.synthetic_share)
 
     # Validation sets: one folder or several separated by commas; the first decides best.pt.
     val_dirs = []
