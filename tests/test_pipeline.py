@@ -120,6 +120,13 @@ def test_bad_pipeline_tables_are_refused(tmp_path):
         load_pipeline(cfg)
 
 
+def _run_with_log(tmp_path, records) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
 def test_each_part_of_a_run_is_charged_its_own_speed(tmp_path):
     # 1000 steps at 4 s, then (resumed faster) 1000 at 2 s, logged every 10 steps, with a
     # validation record and a 3-record burst of contention in each part
@@ -131,10 +138,7 @@ def test_each_part_of_a_run_is_charged_its_own_speed(tmp_path):
         recs.append({"step": 10 * k, "loss": 0.01, "lr": 1e-3, "s_per_step": speed})
         if k % 25 == 0:
             recs.append({"step": 10 * k, "val_psnr": 29.0})
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    steps, seconds, cpu_seconds = run_seconds(run, threads=2)
+    steps, seconds, cpu_seconds = run_seconds(_run_with_log(tmp_path, recs), threads=2)
     assert steps == 2000
     assert seconds == pytest.approx(1000 * 4.0 + 1000 * 2.0, rel=0.02)
     assert cpu_seconds == pytest.approx(2 * seconds)  # records without threads: the fallback
@@ -144,10 +148,7 @@ def test_each_part_of_a_run_is_charged_its_own_threads(tmp_path):
     # 500 steps at 2 s on 2 threads, then 500 at 3 s on 1 thread; the fallback (4) never applies
     recs = [{"step": 10 * k, "loss": 0.01, "lr": 1e-3, "s_per_step": 2.0 if k <= 50 else 3.0,
              "threads": 2 if k <= 50 else 1} for k in range(1, 101)]
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    steps, seconds, cpu_seconds = run_seconds(run, threads=4)
+    steps, seconds, cpu_seconds = run_seconds(_run_with_log(tmp_path, recs), threads=4)
     assert steps == 1000
     assert seconds == pytest.approx(500 * 2.0 + 500 * 3.0, rel=0.05)
     assert cpu_seconds == pytest.approx(500 * 2.0 * 2 + 500 * 3.0 * 1, rel=0.05)
