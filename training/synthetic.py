@@ -24,8 +24,6 @@ import numpy as np
 
 from rclut_numba.bicubic import downscale
 
-KINDS = ("fills", "strokes", "stripes", "dots")
-
 
 def _coverage(d: np.ndarray, soft: float) -> np.ndarray:
     return np.clip(0.5 - d / soft, 0.0, 1.0)
@@ -124,6 +122,7 @@ def _dots(rng, y, x, size, soft):
 
 
 DRAW = {"fills": _fills, "strokes": _strokes, "stripes": _stripes, "dots": _dots}
+KINDS = tuple(DRAW)
 
 
 def draw_patch(rng: np.random.Generator, size: int, kind: str | None = None) -> np.ndarray:
