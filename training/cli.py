@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="config file (optional with a run checkpoint)")
     e.add_argument("--weights", required=True, help="run checkpoint (.pt) or MuLUT network .npz")
     e.add_argument("--data", required=True, help="dataset folder with HR/ (and LR_bicubic/X4/)")
+    e.add_argument("--ema", action="store_true",
+                   help="score the checkpoint's weight EMA ([train] ema_decay) instead")
     e.add_argument("--device", default="auto")
     e.add_argument("--threads", type=int)
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -68,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--config", help="config file (required with .npz weights)")
     x.add_argument("--checkpoint", choices=["best", "last"], default="best",
                    help="which checkpoint of a run folder (default: best validation PSNR)")
+    x.add_argument("--ema", action="store_true",
+                   help="sample the checkpoint's weight EMA ([train] ema_decay)")
     x.add_argument("--spread-rc", action="store_true",
                    help="stretch each RC window's reachable output span onto 0..255 before its "
                         "table (finer sampling of the 4D LUTs over RC outputs)")
@@ -122,7 +126,7 @@ def _transfer(args) -> None:
     from .transfer import write_transferred_bundle
 
     write_transferred_bundle(args.source, args.output, config=args.config, which=args.checkpoint,
-                             spread_rc=args.spread_rc, force=args.force)
+                             spread_rc=args.spread_rc, ema=args.ema, force=args.force)
 
 
 def _pipeline(args) -> None:
@@ -176,13 +180,18 @@ def _eval_network(args) -> None:
     if args.config:
         spec, cfg = load_config(args.config, parse_overrides(args.set))
     if weights.suffix == ".npz":
+        if args.ema:
+            raise ConfigError(f"{weights}: MuLUT weights have no EMA")
         if spec is None:
             raise ConfigError("--config is required with .npz weights")
         model = build_model(spec, cfg)
         load_mulut_npz(model, weights)
     else:
         ck = load_checkpoint(weights)
-        model = model_from_checkpoint(ck)
+        try:
+            model = model_from_checkpoint(ck, ema=args.ema)
+        except TrainError as e:
+            raise TrainError(f"{weights}: {e}") from None
         if spec is not None and ModelSpec.from_json(ck["spec"]) != spec:
             raise TrainError(f"{weights} holds {model.spec.describe()}, but {args.config} "
                              f"describes {spec.describe()}")

@@ -52,6 +52,8 @@ class TrainConfig:
     cooldown_start: int = 0      # a cooldown branch of a long schedule (warmup-stable-decay): from
     cooldown_steps: int = 0      # this step the lr falls linearly from the schedule's value there
                                  # to 0 over cooldown_steps, where the run ends; 0 steps = off
+    ema_decay: float = 0.0       # > 0: keep an exponential moving average of the weights with
+                                 # this decay (training/ema.py), validated and checkpointed
     init_from: str = ""          # a training checkpoint to start the network from (a new run
                                  # only; relative paths from the repository root): same layout,
                                  # any scale, e.g. x2 from the x4 default (train.warm_start)
@@ -128,7 +130,7 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
     if not 0 < cfg.lr_min <= cfg.lr:
         raise ConfigError(f"{path}: [train] needs 0 < lr_min <= lr, got lr={cfg.lr}, "
                           f"lr_min={cfg.lr_min}")
-    for key in ("flat_share", "synthetic_share"):
+    for key in ("flat_share", "synthetic_share", "ema_decay"):
         if not 0 <= getattr(cfg, key) < 1:
             raise ConfigError(f"{path}: [train] {key} must be in [0, 1), got "
                               f"{getattr(cfg, key)}")

@@ -12,6 +12,7 @@ The config TOML holds the model (``[model]``), the network training (``[train]``
     eval_sets = ["Set5", "Set14", "B100"]   # under ../shared/data/benchmark/, or paths
     report_every = 1000               # results.md is refreshed every N network steps
     transfer_checkpoint = "last"      # or "best" (best validation PSNR)
+    transfer_weights = "network"      # or "ema": the checkpoint's weight EMA ([train] ema_decay)
     spread_rc = false                 # rclut-train transfer --spread-rc
 
     [[finetune.legs]]                 # LUT fine-tuning legs, run in order
@@ -84,6 +85,7 @@ class PipelineConfig:
     eval_sets: list[str] = field(default_factory=lambda: ["Set5", "Set14", "B100"])
     report_every: int = 1000
     transfer_checkpoint: str = "last"
+    transfer_weights: str = "network"
     spread_rc: bool = False
     legs: list[FinetuneLeg] = field(default_factory=list)
 
@@ -143,6 +145,11 @@ def load_pipeline(path) -> tuple:
         raise ConfigError(f"{path} [pipeline]: data lists no training folder")
     if pc.transfer_checkpoint not in ("last", "best"):
         raise ConfigError(f"{path} [pipeline]: transfer_checkpoint must be \"last\" or \"best\"")
+    if pc.transfer_weights not in ("network", "ema"):
+        raise ConfigError(f"{path} [pipeline]: transfer_weights must be \"network\" or \"ema\"")
+    if pc.transfer_weights == "ema" and not cfg.ema_decay:
+        raise ConfigError(f"{path} [pipeline]: transfer_weights = \"ema\" needs [train] "
+                          f"ema_decay > 0")
     if cfg.cooldown_steps and cfg.cooldown_start + cfg.cooldown_steps != cfg.steps:
         raise ConfigError(f"{path} [train]: a cooldown branch ends the network, so "
                           f"cooldown_start + cooldown_steps must equal steps = {cfg.steps}")
@@ -377,7 +384,8 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
         from .transfer import write_transferred_bundle
 
         write_transferred_bundle(run, transferred, which=pc.transfer_checkpoint,
-                                 spread_rc=pc.spread_rc, say=say)
+                                 spread_rc=pc.spread_rc, ema=pc.transfer_weights == "ema",
+                                 say=say)
     if finished("transfer"):
         return status
 

@@ -9,7 +9,8 @@ Run folder ``RUN/``:
                   batch; ``rss_gb``: resident memory; ``precision``: the MLP precision those
                   steps ran in; ``threads``: torch threads of all processes together),
                   ``{"step", "val_psnr", "val_ssim"}`` at validations (plus
-                  ``"val": {set: {"psnr", "ssim"}}`` with several sets)
+                  ``"val": {set: {"psnr", "ssim"}}`` with several sets, and
+                  ``"ema": {set: {"psnr", "ssim"}}`` with a weight EMA, training/ema.py)
   ``config.toml`` / ``spec.json``  what the run was started with
   ``cache/``      LR images made from the HR training images (reused on resume)
 Checkpoints are written to a temporary file and moved into place (``os.replace``): a run killed
@@ -42,6 +43,7 @@ from rclut_numba.spec import ModelSpec, array_key
 
 from .config import ConfigError, TrainConfig, load_config
 from .data import SRDataset
+from .ema import WeightEMA
 from .networks import LUTNet
 from .precision import resolve_precision
 
@@ -168,11 +170,18 @@ def load_checkpoint(path) -> dict:
     return ck
 
 
-def model_from_checkpoint(ck: dict) -> LUTNet:
+def model_from_checkpoint(ck: dict, ema: bool = False) -> LUTNet:
+    """The checkpoint's network: its weights, or with ``ema`` their moving average."""
     spec = ModelSpec.from_json(ck["spec"])
     cfg = TrainConfig(**ck["train_config"])
     model = build_model(spec, cfg)
-    model.load_state_dict(ck["model"])
+    state = ck["model"]
+    if ema:
+        if not ck.get("ema"):
+            raise TrainError("the checkpoint holds no EMA weights (its run had no "
+                             "[train] ema_decay)")
+        state = {**state, **ck["ema"]}
+    model.load_state_dict(state)
     return model
 
 
@@ -425,6 +434,15 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
         if main:
             _truncate_log(log_path, start)
         say(f"resumed {out} at step {start}/{total}")
+    ema = None
+    if cfg.ema_decay:
+        kept = ck.get("ema") if ck is not None else None
+        try:
+            ema = WeightEMA(model, cfg.ema_decay, kept)
+        except ValueError as e:
+            raise TrainError(f"{last_path}: {e}") from None
+        if ck is not None and kept is None:
+            say(f"weight EMA (decay {cfg.ema_decay:g}) starts here, from the step-{start} weights")
 
     if main and ck is None:
         (out / "spec.json").write_text(spec.to_json())
@@ -481,6 +499,8 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
             "data": {"seed": cfg.seed, "next_step": step},  # batches are a function of step
             "precision": precision,  # the resolved one of this process ("auto" in the config)
         }
+        if ema is not None:
+            ckpt["ema"] = ema.state_dict()
         atomic_torch_save(ckpt, path)
 
     losses: list[float] = []
@@ -501,6 +521,8 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update()
             value = loss.detach()
             if world > 1:
                 dist.all_reduce(value)  # SUM (gloo has no AVG); equal slices -> mean below
@@ -530,10 +552,17 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
                 rec = {"step": done, "val_psnr": psnr, "val_ssim": ssim}
                 if len(val_dirs) > 1:
                     rec["val"] = {k: {"psnr": p, "ssim": q} for k, (p, q) in scores.items()}
+                if ema is not None:
+                    with ema.swapped_in():
+                        ema_scores = {vd.name: validate(model, vd, spec.scale) for vd in val_dirs}
+                    rec["ema"] = {k: {"psnr": p, "ssim": q} for k, (p, q) in ema_scores.items()}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 bar.write(f"step {done}: validation " + ", ".join(
                     f"{k} PSNR {p:.4f} SSIM {q:.4f}" for k, (p, q) in scores.items()))
+                if ema is not None:
+                    bar.write(f"step {done}: validation of the weight EMA " + ", ".join(
+                        f"{k} PSNR {p:.4f}" for k, (p, _q) in ema_scores.items()))
                 if psnr > best_psnr:
                     best_psnr = psnr
                     save(done, best_path)

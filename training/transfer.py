@@ -120,9 +120,10 @@ def transfer(net: LUTNet, spread_rc: bool = False) -> tuple[ModelSpec, dict[str,
     return spec, arrays
 
 
-def load_network(source, config=None, which: str = "best") -> tuple[LUTNet, Path]:
+def load_network(source, config=None, which: str = "best",
+                 ema: bool = False) -> tuple[LUTNet, Path]:
     """A LUTNet from a run folder, a checkpoint or published MuLUT weights (+ config), and the
-    file it came from."""
+    file it came from; ``ema``: the checkpoint's weight EMA (training/ema.py)."""
     source = Path(source)
     if source.is_dir():
         candidates = [source / f"{which}.pt", source / "last.pt"]
@@ -133,26 +134,33 @@ def load_network(source, config=None, which: str = "best") -> tuple[LUTNet, Path
     if not source.is_file():
         raise TrainError(f"{source} does not exist")
     if source.suffix == ".npz":
+        if ema:
+            raise ConfigError(f"{source}: MuLUT weights have no EMA")
         if not config:
             raise ConfigError("--config is required with .npz weights")
         spec, cfg = load_config(config)
         model = build_model(spec, cfg)
         load_mulut_npz(model, source)
         return model, source
-    return model_from_checkpoint(load_checkpoint(source)), source
+    ck = load_checkpoint(source)
+    try:
+        return model_from_checkpoint(ck, ema=ema), source
+    except TrainError as e:
+        raise TrainError(f"{source}: {e}") from None
 
 
 def write_transferred_bundle(source, out, *, config=None, which="best", spread_rc=False,
-                             force=False, say=print) -> None:
+                             ema=False, force=False, say=print) -> None:
     """Sample a network (run folder, checkpoint or MuLUT weights) into the bundle ``out``."""
     out = Path(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; use --force to overwrite")
-    model, source = load_network(source, config, which)
+    model, source = load_network(source, config, which, ema=ema)
     spec, arrays = transfer(model.eval(), spread_rc=spread_rc)
     # RC rows onto the bundle's packed grid (rclut_numba.rc_storage): 40 KB less, ~0.002 dB
     arrays = project_rc_tables(arrays)
     spec = dataclasses.replace(spec, extra={**spec.extra, "transferred_from": str(source),
+                                            "weights": "ema" if ema else "network",
                                             "spread_rc": bool(spread_rc)})
     save_bundle(out, spec, arrays, force=force)
     say(f"wrote {out}: {spec.describe()}, {bundle_size_kb(spec, arrays):.1f} KB of tables")
