@@ -4,8 +4,9 @@
 
 Each RUN is a run folder (or a ``log.jsonl``).  One row per validated step that is a multiple
 of ``--every``; one column per run and validation set (``"val"`` records of several sets, else
-the single ``val_psnr``), plus each run's median s/step.  Steps a run has not reached yet are
-left blank, so a table of runs still going is honest about where each one stands.
+the single ``val_psnr`` as ``PSNR``; ``<set> EMA`` columns for a weight EMA), plus each run's
+median s/step.  Steps a run has not reached yet are left blank, so a table of runs still going
+is honest about where each one stands.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import json
 import statistics
 import sys
 from pathlib import Path
+
+from training.train import validation_psnrs
 
 
 def read_log(path: Path) -> list[dict]:
@@ -29,14 +32,7 @@ def read_log(path: Path) -> list[dict]:
 
 def curves(records: list[dict]) -> dict[int, dict[str, float]]:
     """``{step: {set name: PSNR}}`` of a run's validation records (the last one per step)."""
-    out = {}
-    for r in records:
-        if "val_psnr" not in r:
-            continue
-        sets = {k: v["psnr"] for k, v in r["val"].items()} if "val" in r else {
-            "val": r["val_psnr"]}
-        out[int(r["step"])] = sets
-    return out
+    return {int(r["step"]): validation_psnrs(r) for r in records if "val_psnr" in r}
 
 
 def table(runs: dict[str, list[dict]], every: int) -> str:

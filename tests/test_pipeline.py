@@ -168,6 +168,20 @@ def test_progress_page_shows_curve_and_eta(tmp_path):
     assert "network steps: 100 / 1000" in md
     assert "ETA 0.5 h" in md
     assert "| 100 | 26.5000 | 29.5000 |" in md
+    # a weight EMA adds its own columns; a run validated on one set shows a PSNR column
+    def scores(set5, set14):
+        return {"Set5": {"psnr": set5, "ssim": 0.8}, "Set14": {"psnr": set14, "ssim": 0.7}}
+
+    recs.append({"step": 200, "val_psnr": 29.7, "val_ssim": 0.8, "val": scores(29.7, 26.6),
+                 "ema": scores(29.9, 26.8)})
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    md = progress_markdown(pc, tc, "train")
+    assert "| step | Set14 | Set14 EMA | Set5 | Set5 EMA |" in md
+    assert "| 100 | 26.5000 |  | 29.5000 |  |" in md
+    assert "| 200 | 26.6000 | 26.8000 | 29.7000 | 29.9000 |" in md
+    (run / "log.jsonl").write_text(json.dumps({"step": 50, "val_psnr": 28.0, "val_ssim": 0.7})
+                                   + "\n")
+    assert "| step | PSNR |\n|---:|---:|\n| 50 | 28.0000 |" in progress_markdown(pc, tc, "train")
 
 
 def test_sigterm_during_training_reports_the_stopped_step(tmp_path):

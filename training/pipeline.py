@@ -257,18 +257,14 @@ def progress_markdown(pc: PipelineConfig, cfg: TrainConfig, stage: str,
     if cfg.init_from:
         lines.append(f"- network started from `{cfg.init_from}` ([train] init_from)")
     if vals:
-        names = sorted({k for r in vals for k in r.get("val", {})})
-        lines += ["", "Network validation PSNR (float32 network, Y, shave = scale):", ""]
-        if names:
-            lines.append("| step | " + " | ".join(names) + " |")
-            lines.append("|---:|" + "---:|" * len(names))
-            for r in vals:
-                lines.append(f"| {r['step']} | " + " | ".join(
-                    f"{r['val'][n]['psnr']:.4f}" if n in r.get("val", {}) else "" for n in names)
-                    + " |")
-        else:
-            lines += ["| step | PSNR |", "|---:|---:|"]
-            lines += [f"| {r['step']} | {r['val_psnr']:.4f} |" for r in vals]
+        from .train import validation_psnrs
+
+        rows = [(r["step"], validation_psnrs(r)) for r in vals]
+        names = sorted({k for _, cols in rows for k in cols})
+        lines += ["", "Network validation PSNR (float32 network, Y, shave = scale):", "",
+                  "| step | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+        lines += [f"| {step} | " + " | ".join(f"{cols[n]:.4f}" if n in cols else ""
+                                              for n in names) + " |" for step, cols in rows]
     ev = run / "eval.json"
     if ev.is_file():
         scores = json.loads(ev.read_text())

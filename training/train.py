@@ -240,6 +240,18 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
             f"x{src_spec.scale} -> x{spec.scale})")
 
 
+def validation_psnrs(rec: dict) -> dict[str, float]:
+    """``{column: PSNR}`` of one validation record of ``log.jsonl``: one per set (``"PSNR"``
+    for a run validated on one set), and ``"<column> EMA"`` for its weight EMA."""
+    if "val" in rec:
+        out = {k: v["psnr"] for k, v in rec["val"].items()}
+    else:
+        out = {"PSNR": rec["val_psnr"]}
+    for k, v in rec.get("ema", {}).items():
+        out[f"{k if 'val' in rec else 'PSNR'} EMA"] = v["psnr"]
+    return out
+
+
 def validate(model: LUTNet, val_dir, scale: int) -> tuple[float, float]:
     from rclut_numba.evaluation import evaluate
 
