@@ -343,3 +343,89 @@ def test_configs_init_from_fits(config):
     spec, cfg = load_config(config)
     assert cfg.init_from and not Path(cfg.init_from).is_absolute()
     warm_start(build_model(spec, cfg), cfg, ROOT / cfg.init_from)
+
+
+def _spec(stages, scale=2):
+    from rclut_numba.spec import ModelSpec
+    return ModelSpec.from_dict({"name": "t", "scale": scale, "residual": True,
+                                "stages": [[{"pattern": p, "rc": rc} for p, rc in st]
+                                           for st in stages]})
+
+
+@pytest.mark.parametrize("branches, mean_max, max_max", [
+    ([("S", 0), ("D", 0), ("Y", 0)], 0.05, 1),  # exact but for LS wiggle and 255 -> 254
+    ([("S", 3), ("S", 7)], 1.0, 8),             # the RC window's 8-bit tanh merges extremes
+])
+def test_pass_through_init_makes_a_stage_output_its_input(branches, mean_max, max_max):
+    from training.networks import LUTNet
+    from training.train import pass_through_error, pass_through_init
+
+    torch.manual_seed(0)
+    model = LUTNet(_spec([[("S", 0)], branches, [("S", 0)]]), nf=64, rc_channels=8)
+    mean0, _ = pass_through_error(model, 1, seed=1)
+    for blk in model.stage_blocks(1):
+        pass_through_init(blk)
+    mean, worst = pass_through_error(model, 1, seed=1)
+    assert mean0 > 20 and mean < mean_max and worst <= max_max
+    # conv2..5 still carry their random weights (they train from the first step) and the
+    # pass-through does not depend on them: their conv6 columns are zero
+    blk = model.stage_blocks(1)[0]
+    assert blk.conv2.weight.abs().sum() > 0 and blk.conv6.weight[:, 64:].abs().sum() == 0
+    with pytest.raises(ValueError, match="1-output"):
+        pass_through_init(model.stage_blocks(2)[0])
+
+
+def test_init_new_stage_inserts_a_pass_through_stage(tmp_path):
+    """x4 two stages -> x2 three stages: stages 1 and 3 copied, stage 2 passes its input
+    through, so the deeper network starts as the source's network resampled to x2."""
+    from training.config import ConfigError, TrainConfig, load_config
+    from training.train import (
+        CHECKPOINT_VERSION,
+        TrainError,
+        build_model,
+        subpixel_resampling,
+        warm_start,
+    )
+
+    torch.manual_seed(0)
+    src_spec = _spec([[("S", 0), ("D", 0)], [("S", 0)]], scale=4)
+    src_cfg = TrainConfig(nf=64, rc_channels=8)
+    source = build_model(src_spec, src_cfg)
+    for p in source.parameters():  # a trained-looking last stage (it starts at zero)
+        p.data.add_(0.01 * torch.randn_like(p))
+    ck = {"format": "rclut-train-checkpoint", "version": CHECKPOINT_VERSION,
+          "spec": src_spec.to_json(), "train_config": src_cfg.to_dict(),
+          "model": source.state_dict(), "step": 7}
+    torch.save(ck, tmp_path / "src.pt")
+    spec = _spec([[("S", 0), ("D", 0)], [("S", 0), ("D", 0), ("Y", 0)], [("S", 0)]], scale=2)
+    cfg = TrainConfig(nf=64, rc_channels=8, init_from=str(tmp_path / "src.pt"),
+                      init_new_stage=2)
+    model = build_model(spec, cfg)
+    line = warm_start(model, cfg, tmp_path / "src.pt")
+    assert "x4 -> x2" in line and "new stage 2" in line and "\n" not in line
+    state, mix = model.state_dict(), subpixel_resampling(4, 2)
+    for name, value in source.state_dict().items():
+        renamed = name.replace("blocks.s2_", "blocks.s3_")
+        if renamed.startswith("blocks.s3_") and ".conv6." in name:
+            assert torch.allclose(state[renamed], mix @ value)
+        else:
+            assert torch.equal(state[renamed], value), name
+    # the deeper network computes what the source's network resampled to x2 computes
+    shallow = build_model(_spec([[("S", 0), ("D", 0)], [("S", 0)]], scale=2), cfg)
+    warm_start(shallow, TrainConfig(nf=64, rc_channels=8), tmp_path / "src.pt")
+    x = torch.randint(0, 256, (2, 1, 12, 12)).float() / 255.0
+    with torch.no_grad():
+        diff = (model(x) - shallow(x)).abs()
+    assert diff.mean() < 0.05 and diff.max() <= 2
+
+    # a layout that is not the source's plus one stage is refused in one line
+    cfg_wrong = TrainConfig(nf=64, rc_channels=8, init_new_stage=1)
+    with pytest.raises(TrainError, match="without its stage 1") as err:
+        warm_start(build_model(spec, cfg_wrong), cfg_wrong, tmp_path / "src.pt")
+    assert "\n" not in str(err.value)
+    # the config refuses a new last stage, and a new stage without init_from
+    toml = ROOT / "training" / "configs" / "rclut_x3.toml"
+    for extra, why in ((["init_new_stage=2"], "last stage"),
+                       (["init_new_stage=1", "init_from=''"], "needs init_from")):
+        with pytest.raises(ConfigError, match=why):
+            load_config(toml, _overrides(extra))

@@ -57,6 +57,9 @@ class TrainConfig:
     init_from: str = ""          # a training checkpoint to start the network from (a new run
                                  # only; relative paths from the repository root): same layout,
                                  # any scale, e.g. x2 from the x4 default (train.warm_start)
+    init_new_stage: int = 0      # with init_from: this model's stage k (1-based, not the last)
+                                 # is new, set to pass its input through; the source has
+                                 # every other stage (train.warm_start); 0 = none
     compile: bool = False        # torch.compile the training forward (measured ~7% on CPU, ~45 s
                                  # to compile)
 
@@ -134,4 +137,8 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
         if not 0 <= getattr(cfg, key) < 1:
             raise ConfigError(f"{path}: [train] {key} must be in [0, 1), got "
                               f"{getattr(cfg, key)}")
+    if cfg.init_new_stage and not (cfg.init_from and 1 <= cfg.init_new_stage < len(spec.stages)):
+        raise ConfigError(f"{path}: [train] init_new_stage needs init_from and a stage from 1 to "
+                          f"{len(spec.stages) - 1} (the last stage cannot be new), got "
+                          f"{cfg.init_new_stage}")
     return spec, cfg

@@ -34,6 +34,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ from rclut_numba.spec import ModelSpec, array_key
 from .config import ConfigError, TrainConfig, load_config
 from .data import SRDataset
 from .ema import WeightEMA
-from .networks import LUTNet
+from .networks import Block, LUTNet
 from .precision import resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -210,21 +211,31 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
     The layouts must match stage by stage and branch by branch (patterns and RC windows), and
     so must ``nf`` and ``rc_channels``; the scale may differ.  Everything but the last stage's
     output layers is copied; those are resampled from the source's output subpixels to the
-    model's (:func:`subpixel_resampling`).  Returns a one-line description for the log."""
+    model's (:func:`subpixel_resampling`).  With ``[train] init_new_stage = k`` the model has
+    one stage more than the source, stage ``k``: the others are copied in order and stage ``k``
+    is set to pass its input through (:func:`pass_through_init`), so that the deeper network
+    starts where the source ends.  Returns a one-line description for the log."""
     ck = load_checkpoint(path)
     src_spec = ModelSpec.from_json(ck["spec"])
     spec = model.spec
     src_cfg = TrainConfig(**ck["train_config"])
+    new = cfg.init_new_stage - 1  # 0-based index of the inserted stage; -1 = none
+    copied = [si for si in range(len(spec.stages)) if si != new]  # target stage of source stage
     same_layout = ([[b.label() for b in st.branches] for st in src_spec.stages]
-                   == [[b.label() for b in st.branches] for st in spec.stages])
+                   == [[b.label() for b in spec.stages[si].branches] for si in copied])
     if not same_layout or src_spec.residual != spec.residual:
+        without = f" without its stage {new + 1}" if new >= 0 else ""
         raise TrainError(f"init_from {path}: its model ({src_spec.describe()}) does not have the "
-                         f"layout of this config ({spec.describe()})")
+                         f"layout of this config{without} ({spec.describe()})")
     for key in ("nf", "rc_channels"):
         if getattr(src_cfg, key) != getattr(cfg, key):
             raise TrainError(f"init_from {path}: it has {key}={getattr(src_cfg, key)}, the "
                              f"config {getattr(cfg, key)}")
-    state = dict(ck["model"])
+    state = model.state_dict()  # the inserted stage keeps its fresh initialisation
+    for name, value in ck["model"].items():
+        _, key, rest = name.split(".", 2)  # "blocks", "s<stage>_b<branch>", parameter
+        si, bi = (int(v) - 1 for v in key[1:].split("_b"))
+        state[f"blocks.{array_key(copied[si], bi)}.{rest}"] = value
     if src_spec.scale != spec.scale:
         mix = subpixel_resampling(src_spec.scale, spec.scale)
         last = len(spec.stages) - 1
@@ -236,8 +247,73 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise TrainError(f"init_from {path}: {str(e).splitlines()[0]}") from None
+    fitted = ""
+    if new >= 0:
+        for blk in model.stage_blocks(new):
+            pass_through_init(blk)
+        mean_err, max_err = pass_through_error(model, new, cfg.seed)
+        fitted = (f"; new stage {new + 1} set to pass its input through (mean |error| "
+                  f"{mean_err:.2f} levels, max {max_err:.0f})")
     return (f"network initialised from {Path(path).name} (step {int(ck['step'])}, "
-            f"x{src_spec.scale} -> x{spec.scale})")
+            f"x{src_spec.scale} -> x{spec.scale}){fitted}")
+
+
+def pass_through_init(block: Block) -> None:
+    """Set a 1-output ``block`` so that ``round(127 * tanh)`` is its anchor pixel minus 127.
+
+    A stage of such blocks outputs its input (``acc / (4 n) + 127``), so a stage inserted
+    into a trained network (``[train] init_new_stage``) starts it where it was.  The RC window,
+    if any, keeps only its centre position (its output is then a function ``q(x)`` of the
+    pixel); ``conv1`` makes ramps ``relu(a - t_k)`` of the anchor input ``a`` and ``conv6``
+    combines them, by least squares over the 256 levels, into ``atanh`` of the wanted output.
+    ``conv2..5`` keep their random initialisation with zero weight in ``conv6``, so they train
+    from the first step.  The RC window's 8-bit tanh cannot tell every level apart at the
+    extremes: there the stage passes the mean of the levels that share a code."""
+    if block.n_outputs != 1:
+        raise ValueError("only a 1-output block can pass its input through")
+    nf = block.nf
+    with torch.no_grad():
+        levels = torch.arange(256, dtype=torch.float32)
+        if block.rc is None:
+            wanted = levels  # the stage level wanted at each anchor code
+        else:
+            block.rc.reset_parameters()
+            centre = block.rc.window ** 2 // 2
+            keep = block.rc.w1[centre].clone()
+            block.rc.w1.zero_()
+            block.rc.w1[centre] = keep  # every other position: slope 0, offset unchanged
+            codes = block.rc(levels.view(1, 1, 1, 256) / 255.0).view(256)
+            sums = torch.zeros(256).index_add_(0, codes.long(), levels)
+            counts = torch.zeros(256).index_add_(0, codes.long(), torch.ones(256))
+            hit = counts > 0
+            # codes no pixel reaches (between hit ones) still sit on the 4D table's grid:
+            # interpolate them so the table stays smooth
+            wanted = torch.from_numpy(np.interp(levels.numpy(), levels[hit].numpy(),
+                                                (sums[hit] / counts[hit]).numpy())).float()
+        target = torch.atanh(torch.clamp(wanted - 127.0, -126.6, 126.6) / 127.0)
+        a = levels / 255.0
+        knots = torch.linspace(-1.0 / 255.0, 1.0, nf)
+        ramps = torch.relu(a[:, None] - knots[None, :])  # (256, nf)
+        design = torch.cat([ramps, torch.ones(256, 1)], 1).double()
+        coef = torch.linalg.lstsq(design, target.double()[:, None]).solution[:, 0].float()
+        block.conv1.weight.zero_()
+        block.conv1.weight[:, 0] = 1.0
+        block.conv1.bias.copy_(-knots)
+        block.conv6.weight.zero_()
+        block.conv6.weight[0, :nf] = coef[:nf]
+        block.conv6.bias.fill_(float(coef[nf]))
+
+
+def pass_through_error(model: LUTNet, si: int, seed: int) -> tuple[float, float]:
+    """Mean and max absolute difference, in levels, between stage ``si``'s 8-bit output and
+    its input, on random 8-bit maps."""
+    divisor, bias = model.spec.stage_rescale(si, interpolated=False)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (4, 1, 32, 32), generator=gen).float() / 255.0
+    with torch.no_grad():
+        out = torch.clamp(torch.round(model.stage_sum(si, x) / divisor + bias), 0, 255)
+    err = (out - x * 255.0).abs()
+    return float(err.mean()), float(err.max())
 
 
 def validation_psnrs(rec: dict) -> dict[str, float]:
