@@ -158,43 +158,18 @@ def _eval_network(args) -> None:
     import torch
 
     from rclut_numba.evaluation import evaluate
-    from rclut_numba.spec import ModelSpec
 
-    from .config import ConfigError, load_config, parse_overrides
-    from .networks import load_mulut_npz
-    from .train import (
-        TrainError,
-        build_model,
-        default_threads,
-        load_checkpoint,
-        model_from_checkpoint,
-        resolve_device,
-    )
+    from .config import parse_overrides
+    from .train import TrainError, default_threads, resolve_device
+    from .transfer import load_network
 
     torch.set_num_threads(args.threads or default_threads())
     dev = resolve_device(args.device)
     weights = Path(args.weights)
     if not weights.is_file():
         raise TrainError(f"weights file {weights} does not exist")
-    spec = None
-    if args.config:
-        spec, cfg = load_config(args.config, parse_overrides(args.set))
-    if weights.suffix == ".npz":
-        if args.ema:
-            raise ConfigError(f"{weights}: MuLUT weights have no EMA")
-        if spec is None:
-            raise ConfigError("--config is required with .npz weights")
-        model = build_model(spec, cfg)
-        load_mulut_npz(model, weights)
-    else:
-        ck = load_checkpoint(weights)
-        try:
-            model = model_from_checkpoint(ck, ema=args.ema)
-        except TrainError as e:
-            raise TrainError(f"{weights}: {e}") from None
-        if spec is not None and ModelSpec.from_json(ck["spec"]) != spec:
-            raise TrainError(f"{weights} holds {model.spec.describe()}, but {args.config} "
-                             f"describes {spec.describe()}")
+    model, _ = load_network(weights, args.config, ema=args.ema,
+                            overrides=parse_overrides(args.set))
     model.to(dev).eval()
     data = Path(args.data)
     if not (data / "HR").is_dir():

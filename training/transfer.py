@@ -120,10 +120,11 @@ def transfer(net: LUTNet, spread_rc: bool = False) -> tuple[ModelSpec, dict[str,
     return spec, arrays
 
 
-def load_network(source, config=None, which: str = "best",
-                 ema: bool = False) -> tuple[LUTNet, Path]:
+def load_network(source, config=None, which: str = "best", ema: bool = False,
+                 overrides: dict | None = None) -> tuple[LUTNet, Path]:
     """A LUTNet from a run folder, a checkpoint or published MuLUT weights (+ config), and the
-    file it came from; ``ema``: the checkpoint's weight EMA (training/ema.py)."""
+    file it came from; ``ema``: the checkpoint's weight EMA (training/ema.py).  A ``config``
+    (with ``overrides``, as ``--set``) given with a checkpoint must describe its model."""
     source = Path(source)
     if source.is_dir():
         candidates = [source / f"{which}.pt", source / "last.pt"]
@@ -133,20 +134,26 @@ def load_network(source, config=None, which: str = "best",
         source = found[0]
     if not source.is_file():
         raise TrainError(f"{source} does not exist")
+    spec = cfg = None
+    if config:
+        spec, cfg = load_config(config, overrides)
     if source.suffix == ".npz":
         if ema:
             raise ConfigError(f"{source}: MuLUT weights have no EMA")
-        if not config:
+        if spec is None:
             raise ConfigError("--config is required with .npz weights")
-        spec, cfg = load_config(config)
         model = build_model(spec, cfg)
         load_mulut_npz(model, source)
         return model, source
     ck = load_checkpoint(source)
     try:
-        return model_from_checkpoint(ck, ema=ema), source
+        model = model_from_checkpoint(ck, ema=ema)
     except TrainError as e:
         raise TrainError(f"{source}: {e}") from None
+    if spec is not None and model.spec != spec:
+        raise TrainError(f"{source} holds {model.spec.describe()}, but {config} describes "
+                         f"{spec.describe()}")
+    return model, source
 
 
 def write_transferred_bundle(source, out, *, config=None, which="best", spread_rc=False,
