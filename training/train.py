@@ -264,7 +264,7 @@ def pass_through_init(block: Block) -> None:
     A stage of such blocks outputs its input (``acc / (4 n) + 127``), so a stage inserted
     into a trained network (``[train] init_new_stage``) starts it where it was.  The RC window,
     if any, keeps only its centre position (its output is then a function ``q(x)`` of the
-    pixel); ``conv1`` makes ramps ``relu(a - t_k)`` of the anchor input ``a`` and ``conv6``
+    pixel); ``conv1`` makes ramps ``relu(+-(a - t_k))`` of the anchor input ``a`` and ``conv6``
     combines them, by least squares over the 256 levels, into ``atanh`` of the wanted output.
     ``conv2..5`` keep their random initialisation with zero weight in ``conv6``, so they train
     from the first step.  The RC window's 8-bit tanh cannot tell every level apart at the
@@ -292,13 +292,17 @@ def pass_through_init(block: Block) -> None:
                                                 (sums[hit] / counts[hit]).numpy())).float()
         target = torch.atanh(torch.clamp(wanted - 127.0, -126.6, 126.6) / 127.0)
         a = levels / 255.0
-        knots = torch.linspace(-1.0 / 255.0, 1.0, nf)
-        ramps = torch.relu(a[:, None] - knots[None, :])  # (256, nf)
+        # ramps that open towards the nearer end (relu(t - a) below the middle, relu(a - t)
+        # above it): atanh's large slope changes there then weigh small ramp values, so the
+        # sum barely cancels and holds in bf16 (one-sided ramps lost up to 20 levels there)
+        knots = torch.linspace(0.0, 1.0, nf + 2)[1:-1]  # no ramp that is zero on 0..1
+        sign = torch.where(knots < 0.5, -1.0, 1.0)
+        ramps = torch.relu(sign * (a[:, None] - knots[None, :]))  # (256, nf)
         design = torch.cat([ramps, torch.ones(256, 1)], 1).double()
         coef = torch.linalg.lstsq(design, target.double()[:, None]).solution[:, 0].float()
         block.conv1.weight.zero_()
-        block.conv1.weight[:, 0] = 1.0
-        block.conv1.bias.copy_(-knots)
+        block.conv1.weight[:, 0] = sign
+        block.conv1.bias.copy_(-sign * knots)
         block.conv6.weight.zero_()
         block.conv6.weight[0, :nf] = coef[:nf]
         block.conv6.bias.fill_(float(coef[nf]))
