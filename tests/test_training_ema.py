@@ -147,7 +147,9 @@ def test_validation_scores_both_and_the_cli_uses_the_average(data_dir, tmp_path,
 def test_a_checkpoint_without_an_average_is_refused_in_one_line(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     _train(data_dir, run, steps=2)
-    for argv in (["eval-network", "--weights", str(run / "last.pt"), "--data", str(run), "--ema"],
+    val = tmp_path / "val"
+    (val / "HR").mkdir(parents=True)  # a dataset folder: the refusal is the EMA's
+    for argv in (["eval-network", "--weights", str(run / "last.pt"), "--data", str(val), "--ema"],
                  ["transfer", str(run / "last.pt"), "-o", str(tmp_path / "x.npz"), "--ema"]):
         capsys.readouterr()
         assert cli_main(argv) == 2, argv

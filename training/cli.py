@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval-network", help="PSNR/SSIM of a network on a benchmark folder")
     e.add_argument("--config", help="config file (optional with a run checkpoint)")
-    e.add_argument("--weights", required=True, help="run checkpoint (.pt) or MuLUT network .npz")
+    e.add_argument("--weights", required=True,
+                   help="run checkpoint (.pt), run folder (its best.pt) or MuLUT network .npz")
     e.add_argument("--data", required=True, help="dataset folder with HR/ (and LR_bicubic/X4/)")
     e.add_argument("--ema", action="store_true",
                    help="score the checkpoint's weight EMA ([train] ema_decay) instead")
@@ -165,15 +166,14 @@ def _eval_network(args) -> None:
 
     torch.set_num_threads(args.threads or default_threads())
     dev = resolve_device(args.device)
-    weights = Path(args.weights)
-    if not weights.is_file():
-        raise TrainError(f"weights file {weights} does not exist")
-    model, _ = load_network(weights, args.config, ema=args.ema,
+    data = Path(args.data)
+    if not (data / "HR").is_dir():  # before loading anything
+        raise TrainError(f"dataset folder {data} has no HR/ folder")
+    # a checkpoint, a run folder (its best.pt) or MuLUT weights with --config; refused in one
+    # line when missing
+    model, _ = load_network(args.weights, args.config, ema=args.ema,
                             overrides=parse_overrides(args.set))
     model.to(dev).eval()
-    data = Path(args.data)
-    if not (data / "HR").is_dir():
-        raise TrainError(f"dataset folder {data} has no HR/ folder")
     with torch.no_grad():
         evaluate(model.upscale_uint8, data, model.spec.scale, out=lambda s: print(s, flush=True))
 
