@@ -115,6 +115,9 @@ def test_bad_pipeline_tables_are_refused(tmp_path):
     cfg.write_text(ok.replace("[train]", "[train]\nflat_share = 1.5"))
     with pytest.raises(ConfigError, match="flat_share must be in"):
         load_pipeline(cfg)
+    cfg.write_text(ok.replace("[pipeline]", "[pipeline]\ndata_shares = [1, 2]"))
+    with pytest.raises(ConfigError, match="2 data share.*1 data entry"):
+        load_pipeline(cfg)
     cfg.write_text(ok.replace("[train]", "[train]\ncooldown_start = 2\ncooldown_steps = 2"))
     with pytest.raises(ConfigError, match="cooldown_start \\+ cooldown_steps must equal steps"):
         load_pipeline(cfg)

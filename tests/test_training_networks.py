@@ -5,6 +5,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 
@@ -219,6 +220,39 @@ def test_dataset_crops_are_reproducible_aligned_and_cached(tmp_path):
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     SRDataset([tmp_path / "img"], 4, 8, tmp_path / "cache", log=logs.append)
     assert "1 downscaled now" in logs[-1]
+
+
+def _grey_folder(folder: Path, level: int, sizes) -> Path:
+    folder.mkdir(parents=True)
+    for i, size in enumerate(sizes):
+        iio.imwrite(folder / f"grey_{i}.png", np.full((size, size), level, np.uint8))
+    return folder
+
+
+def test_data_shares_set_each_entrys_share_of_the_samples(tmp_path):
+    # two flat folders tell the entries apart by level; "small" holds 9 of 347 LR positions
+    big = _grey_folder(tmp_path / "big", 50, [80, 80])
+    small = _grey_folder(tmp_path / "small", 200, [40])
+    quiet = {"log": lambda _s: None}
+
+    def small_fraction(ds):
+        lrs = torch.cat([ds.batch(step, 64)[0] for step in range(20)])
+        assert set(torch.unique(lrs * 255).round().tolist()) <= {50.0, 200.0}
+        return float((lrs[:, 0, 0, 0] * 255 > 100).float().mean())
+
+    by_pixels = SRDataset([big, small], 4, 8, tmp_path / "cache", **quiet)
+    assert by_pixels.entry_shares == pytest.approx([338 / 347, 9 / 347])
+    assert small_fraction(by_pixels) < 0.08
+    shared = SRDataset([big, small], 4, 8, tmp_path / "cache", shares=[1, 3], **quiet)
+    assert shared.entry_shares == pytest.approx([0.25, 0.75])
+    assert 0.68 < small_fraction(shared) < 0.82  # 1280 draws of p = 0.75
+    for bad, match in (([1], "1 data share.*2 data entries"), ([1, 0], "finite and > 0"),
+                       ([1, float("nan")], "finite and > 0"), (["a", 1], "must be numbers")):
+        with pytest.raises(DataError, match=match):
+            SRDataset([big, small], 4, 8, tmp_path / "cache", shares=bad, **quiet)
+    tiny = _grey_folder(tmp_path / "tiny", 9, [16])  # smaller than one 32px HR crop
+    with pytest.raises(DataError, match="tiny has a share but no image"):
+        SRDataset([big, tiny], 4, 8, tmp_path / "cache", shares=[1, 1], **quiet)
 
 
 def test_flat_share_replaces_samples_with_flat_crops_and_keeps_the_others(tmp_path):

@@ -432,3 +432,47 @@ def test_init_new_stage_inserts_a_pass_through_stage(tmp_path):
                        (["init_new_stage=1", "init_from=''"], "needs init_from")):
         with pytest.raises(ConfigError, match=why):
             load_config(toml, _overrides(extra))
+
+
+def test_init_new_branches_start_as_copies_of_a_like_source_branch(tmp_path):
+    """x4 [rc3-S, rc5-S] | [S] -> x3 [rc3-S, rc5-S, rc3-D, rc5-Y] | [S]: the source's branches
+    are copied by label, the added ones from the source branch with their RC window."""
+    from training.config import ConfigError, TrainConfig, load_config
+    from training.train import CHECKPOINT_VERSION, TrainError, build_model, warm_start
+
+    torch.manual_seed(0)
+    src_spec = _spec([[("S", 3), ("S", 5)], [("S", 0)]], scale=4)
+    src_cfg = TrainConfig(nf=8, rc_channels=4)
+    source = build_model(src_spec, src_cfg)
+    ck = {"format": "rclut-train-checkpoint", "version": CHECKPOINT_VERSION,
+          "spec": src_spec.to_json(), "train_config": src_cfg.to_dict(),
+          "model": source.state_dict(), "step": 3}
+    torch.save(ck, tmp_path / "src.pt")
+    spec = _spec([[("S", 3), ("S", 5), ("D", 3), ("Y", 5)], [("S", 0)]], scale=3)
+    cfg = TrainConfig(nf=8, rc_channels=4, init_from=str(tmp_path / "src.pt"),
+                      init_new_branches=True)
+    model = build_model(spec, cfg)
+    line = warm_start(model, cfg, tmp_path / "src.pt")
+    assert "x4 -> x3" in line and "\n" not in line
+    assert "new branch s1 rc3-D starts as a copy of rc3-S" in line
+    assert "new branch s1 rc5-Y starts as a copy of rc5-S" in line
+    state, src = model.state_dict(), source.state_dict()
+    for target, origin in (("s1_b1", "s1_b1"), ("s1_b2", "s1_b2"), ("s1_b3", "s1_b1"),
+                           ("s1_b4", "s1_b2")):
+        names = [n for n in src if n.startswith(f"blocks.{origin}.")]
+        assert names
+        for name in names:
+            assert torch.equal(state[name.replace(origin, target, 1)], src[name]), name
+    # without the switch the new layout is refused, and so is a branch with no like source
+    plain = TrainConfig(nf=8, rc_channels=4)
+    with pytest.raises(TrainError, match="init_new_branches starts added branches"):
+        warm_start(build_model(spec, plain), plain, tmp_path / "src.pt")
+    unlike = _spec([[("S", 3), ("S", 7)], [("S", 0)]], scale=3)
+    with pytest.raises(TrainError, match="no branch with RC window 7 and 4 input") as err:
+        warm_start(build_model(unlike, cfg), cfg, tmp_path / "src.pt")
+    assert "\n" not in str(err.value)
+    toml = ROOT / "training" / "configs" / "rclut_x3.toml"
+    for extra, why in ((["init_new_branches=true", "init_from=''"], "needs init_from"),
+                       (["init_new_branches=true", "init_new_stage=1"], "cannot be combined")):
+        with pytest.raises(ConfigError, match=why):
+            load_config(toml, _overrides(extra))

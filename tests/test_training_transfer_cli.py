@@ -114,11 +114,34 @@ def test_finetune_flat_weight_pulls_flat_grey_back(tmp_path, images):
                  flat_weight=1.0, **kw)
 
 
+def test_finetune_adam_eps_sets_the_step_size(tmp_path, images):
+    start = small_bundle(tmp_path)
+    kw = dict(steps=2, batch_size=2, crop=12, val_every=0, log_every=1, quiet=True,
+              lr=2.0, lr_min=2.0)
+
+    def tables(eps, name):
+        finetune(start, [images], tmp_path / f"{name}.npz", run_dir=tmp_path / name,
+                 adam_eps=eps, **kw)
+        return load_bundle(tmp_path / f"{name}.npz")[1]
+
+    # an eps far above the gradients freezes the tables (as exported: the RC tables are
+    # projected on export); far below them, each step moves a touched entry by about lr
+    frozen, still, normalised = tables(1e3, "a"), tables(1e6, "b"), tables(1e-12, "c")
+    assert all(np.array_equal(frozen[k], still[k]) for k in frozen)
+    assert any(not np.array_equal(frozen[k], normalised[k]) for k in frozen)
+    with pytest.raises(TrainError, match="adam_eps must be"):
+        finetune(start, [images], tmp_path / "x.npz", run_dir=tmp_path / "rx", adam_eps=0.0, **kw)
+
+
 @pytest.mark.parametrize("args, msg", [
     (["transfer", "/no/run", "-o", "OUT/x.npz"], "does not exist"),
     (["finetune", "/no/model.npz", "--data", "IMG", "-o", "OUT/x.npz"], "no such model"),
     (["finetune", "START", "--data", "IMG", "-o", "/no/dir/x.npz"], "does not exist"),
     (["finetune", "START", "--data", "IMG", "-o", "START"], "exists"),
+    (["finetune", "START", "--data", "IMG", "-o", "OUT/x.npz", "--adam-eps", "-1"],
+     "adam_eps must be"),
+    (["finetune", "START", "--data", "IMG", "IMG", "--data-shares", "1", "-o", "OUT/x.npz"],
+     "1 data share(s) for 2 data entries"),
 ])
 def test_bad_input_one_line(tmp_path, images, capsys, args, msg):
     start = small_bundle(tmp_path)

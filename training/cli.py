@@ -1,7 +1,7 @@
 """``rclut-train``: train LUT super-resolution networks and evaluate them.
 
-  rclut-train train --config C --data DIR [DIR...] --out RUN [--resume] [--steps N]
-                    [--device D] [--set KEY=VALUE ...]
+  rclut-train train --config C --data DIR [DIR...] [--data-shares S...] --out RUN [--resume]
+                    [--steps N] [--device D] [--set KEY=VALUE ...]
   rclut-train eval-network --config C --weights W --data DIR
   rclut-train transfer RUN|CHECKPOINT|WEIGHTS.npz -o model.npz [--config C] [--force]
   rclut-train finetune model.npz --data DIR [DIR...] -o model_ft.npz [--steps N] [--resume]
@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="config file (training/configs/*.toml)")
     t.add_argument("--data", required=True, nargs="+",
                    help="folders of HR training images, or training packs (rclut-train pack)")
+    t.add_argument("--data-shares", nargs="+", type=float, metavar="SHARE",
+                   help="each --data entry's share of the samples, one number per entry "
+                        "(default: by pixel count)")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
     t.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     t.add_argument("--steps", type=int, help="total steps (overrides [train] steps)")
@@ -82,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("bundle", help="bundle to start from (.npz)")
     f.add_argument("--data", required=True, nargs="+",
                    help="folders of HR training images, or training packs (rclut-train pack)")
+    f.add_argument("--data-shares", nargs="+", type=float, metavar="SHARE",
+                   help="each --data entry's share of the samples, one number per entry "
+                        "(default: by pixel count)")
     f.add_argument("-o", "--output", required=True, help="fine-tuned bundle to write (.npz)")
     f.add_argument("--run", help="run folder for checkpoints and log (default: OUTPUT_finetune/)")
     f.add_argument("--steps", type=int, default=2000)
@@ -95,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--freeze-rc", action="store_true", help="keep RC window tables fixed")
     f.add_argument("--flat-weight", type=float, default=0.0,
                    help="weight of the flat-field term (flat grey in, same grey out; default 0)")
+    f.add_argument("--adam-eps", type=float, default=1e-8,
+                   help="Adam's eps (default 1e-8); 1e-12 makes each step about --lr per entry")
     f.add_argument("--threads", type=int)
     f.add_argument("--stop-after", type=int, help="stop after this step (schedule unchanged)")
     f.add_argument("--resume", action="store_true")
@@ -152,7 +160,7 @@ def _finetune(args) -> None:
              crop=args.crop, lr=args.lr, lr_min=args.lr_min, run_dir=args.run, resume=args.resume,
              force=args.force, val_every=args.val_every, val_data=args.val_data,
              train_rc=not args.freeze_rc, threads=args.threads, stop_after=args.stop_after,
-             flat_weight=args.flat_weight)
+             flat_weight=args.flat_weight, data_shares=args.data_shares, adam_eps=args.adam_eps)
 
 
 def _eval_network(args) -> None:
@@ -184,7 +192,8 @@ def _train_cmd(args) -> None:
 
     train(args.config, args.data, args.out, resume=args.resume, steps=args.steps,
           device=args.device, overrides=parse_overrides(args.set), stop_after=args.stop_after,
-          threads=args.threads, val_data=args.val_data, cache_dir=args.cache, quiet=args.quiet)
+          threads=args.threads, val_data=args.val_data, cache_dir=args.cache, quiet=args.quiet,
+          data_shares=args.data_shares)
 
 
 def _maybe_jemalloc(args) -> None:

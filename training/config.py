@@ -60,6 +60,9 @@ class TrainConfig:
     init_new_stage: int = 0      # with init_from: this model's stage k (1-based, not the last)
                                  # is new, set to pass its input through; the source has
                                  # every other stage (train.warm_start); 0 = none
+    init_new_branches: bool = False  # with init_from: branches the source lacks (by stage and
+                                     # label) start as copies of a source branch of their stage
+                                     # with the same RC window and input count (train.warm_start)
     compile: bool = False        # torch.compile the training forward (measured ~7% on CPU, ~45 s
                                  # to compile)
 
@@ -141,4 +144,9 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
         raise ConfigError(f"{path}: [train] init_new_stage needs init_from and a stage from 1 to "
                           f"{len(spec.stages) - 1} (the last stage cannot be new), got "
                           f"{cfg.init_new_stage}")
+    if cfg.init_new_branches and not cfg.init_from:
+        raise ConfigError(f"{path}: [train] init_new_branches needs init_from")
+    if cfg.init_new_branches and cfg.init_new_stage:
+        raise ConfigError(f"{path}: [train] init_new_branches and init_new_stage cannot be "
+                          f"combined; add the stage first, then the branches")
     return spec, cfg

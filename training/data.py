@@ -21,6 +21,10 @@ stripes and grids, screentone) and its bicubic LR; whether and what are drawn fr
 seeded with ``(seed, step, 2)`` and ``(seed, step, 2, i)``, so again the natural samples stay
 those of a run without it, and every rank draws the same sample ``i``.
 
+With ``shares`` (one number per entry of ``dirs``), each entry's windows are drawn with that
+share of the samples (normalised to sum to 1), uniformly over its own valid positions: a data
+mix chosen by folder instead of by pixel count.
+
 A training pack (``rclut-train pack``, ``training/pack.py``) can stand wherever a folder does:
 a ``.npz`` of uint8 HR patches of one colour channel each, with their LR cut from the LR of the
 whole image (the same LR a folder gives), validated when loaded (:func:`load_pack`).  Each
@@ -120,6 +124,22 @@ def load_pack(path, scale: int | None = None, crop: int | None = None) -> Pack:
     return Pack(s, hr, lr, origin, [str(x) for x in a["sources"]])
 
 
+def entry_weights(shares, n_entries: int) -> np.ndarray | None:
+    """``shares`` (one per data entry, > 0) normalised to sum to 1; None stays None."""
+    if shares is None:
+        return None
+    try:
+        w = np.array([float(x) for x in shares], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"data shares must be numbers, got {shares!r}") from None
+    if len(w) != n_entries:
+        raise DataError(f"{len(w)} data share(s) for {n_entries} data entr"
+                        f"{'y' if n_entries == 1 else 'ies'}: give one share per entry")
+    if not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise DataError(f"data shares must be finite and > 0, got {list(shares)}")
+    return w / w.sum()
+
+
 def find_images(dirs) -> list[Path]:
     """All image files under ``dirs`` (recursively), sorted for a reproducible order."""
     files = []
@@ -166,15 +186,20 @@ class SRDataset:
 
     def __init__(self, dirs, scale: int, crop: int, cache_dir, seed: int = 0,
                  log: Callable[[str], object] = print, build_cache: bool = True,
-                 flat_share: float = 0.0, synthetic_share: float = 0.0):
+                 flat_share: float = 0.0, synthetic_share: float = 0.0, shares=None):
         self.scale, self.crop, self.seed = int(scale), int(crop), int(seed)
+        dirs = list(dirs)
+        weights = entry_weights(shares, len(dirs))
         for name, share in (("flat_share", flat_share), ("synthetic_share", synthetic_share)):
             if not 0.0 <= share < 1.0:
                 raise DataError(f"{name} must be in [0, 1), got {share}")
         self.flat_share, self.synthetic_share = float(flat_share), float(synthetic_share)
-        packs = [Path(d) for d in dirs if is_pack(d)]
-        folders = [d for d in dirs if not is_pack(d)]
-        files = find_images(folders) if folders else []
+        packs = [(e, Path(d)) for e, d in enumerate(dirs) if is_pack(d)]
+        folders = [(e, d) for e, d in enumerate(dirs) if not is_pack(d)]
+        files = find_images([d for _, d in folders]) if folders else []
+        # which entry of `dirs` each file came from (the first folder that holds it)
+        roots = [(e, Path(d).resolve()) for e, d in folders]
+        entry_of = {f: next(e for e, r in roots if f.resolve().is_relative_to(r)) for f in files}
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache_path = cache_dir / f"lr_x{self.scale}.npz"
@@ -187,6 +212,7 @@ class SRDataset:
                 log(f"ignoring unreadable LR cache {cache_path}: {e}")
         t0, made, skipped = time.time(), 0, []
         self.items: list[_Item] = []
+        item_entry: list[int] = []
         keys = {}
         for path in files:
             try:
@@ -203,11 +229,13 @@ class SRDataset:
                 made += 1
             keys[key] = lr
             self.items.append(_Item(path, channel_planes(hr), channel_planes(lr)))
+            item_entry.append(entry_of[path])
         n_images = len(self.items)
-        for pack_path in packs:
+        for e, pack_path in packs:
             pack = load_pack(pack_path, self.scale, self.crop)
             self.items += [_Item(Path(f"{pack_path}#{i}"), hr[None], lr[None])
                            for i, (hr, lr) in enumerate(zip(pack.hr, pack.lr, strict=True))]
+            item_entry += [e] * len(pack.hr)
             log(f"training pack {pack_path}: {len(pack.hr)} patches of {pack.patch}px LR")
         if not self.items:
             raise DataError(f"no training image is at least {self.scale * self.crop} pixels on "
@@ -222,10 +250,21 @@ class SRDataset:
         log(f"training data: {n_images} images, {made} downscaled now, {n_images - made} from "
             f"cache {cache_path}{from_packs} ({time.time() - t0:.1f}s)")
         # Crop positions per image; sampling an image with these weights makes every valid
-        # LR window equally likely.
+        # LR window equally likely (within each entry of `dirs` when shares are given).
         n_pos = np.array([(it.lr.shape[1] - self.crop + 1) * (it.lr.shape[2] - self.crop + 1)
                           for it in self.items], dtype=np.float64)
-        self._p = n_pos / n_pos.sum()
+        if weights is None:
+            self._p = n_pos / n_pos.sum()
+        else:
+            entry = np.array(item_entry)
+            per_entry = np.bincount(entry, weights=n_pos, minlength=len(dirs))
+            empty = [str(dirs[e]) for e in range(len(dirs)) if per_entry[e] == 0]
+            if empty:
+                raise DataError(f"training data {empty[0]} has a share but no image of at least "
+                                f"{self.scale * self.crop} pixels on each side")
+            self._p = weights[entry] * n_pos / per_entry[entry]
+        self.entry_shares = np.bincount(np.array(item_entry), weights=self._p,
+                                        minlength=len(dirs))
 
     def __len__(self):
         return len(self.items)

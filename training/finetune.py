@@ -50,8 +50,12 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
              force: bool = False, seed: int = 0, val_every: int = 500, val_data=None,
              train_rc: bool = True, threads: int | None = None, log_every: int = 20,
              ckpt_every: int = 100, stop_after: int | None = None, quiet: bool = False,
-             flat_weight: float = 0.0) -> dict:
+             flat_weight: float = 0.0, data_shares=None, adam_eps: float = 1e-8) -> dict:
     """Fine-tune a bundle's tables; writes ``output`` (a bundle) when the schedule completes.
+
+    ``data_shares``: one share of the samples per entry of ``data_dirs`` (``SRDataset``).
+    ``adam_eps``: Adam's eps; far below the gradients' scale (1e-12) Adam moves every entry it
+    touches by about ``lr`` a step, so such a leg wants an lr near 0.1, not 3.
 
     ``lr`` is Adam's step size in table units, but table gradients are tiny: at the end of a
     leg only 0.1 % of the entries have a root mean square gradient above Adam's eps (1e-8),
@@ -73,18 +77,21 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
         raise TrainError(f"{run} already holds a fine-tuning run; pass --resume or another --run")
     if not (math.isfinite(flat_weight) and flat_weight >= 0):
         raise TrainError(f"flat_weight must be a finite number >= 0, got {flat_weight}")
+    if not (math.isfinite(adam_eps) and adam_eps > 0):
+        raise TrainError(f"adam_eps must be a finite number > 0, got {adam_eps}")
     if threads:
         torch.set_num_threads(threads)
     say = (lambda *_: None) if quiet else (lambda s: print(s, flush=True))
 
     net = LutForward(spec, arrays, train_rc=train_rc, project_rc=True)
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr, eps=adam_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, steps, lr, lr_min))
     start = 0
     if resume and last_path.exists():
         ck = torch.load(last_path, map_location="cpu", weights_only=False)
         if (ck.get("spec") != spec.to_json() or ck.get("steps") != steps
-                or ck.get("flat_weight", 0.0) != flat_weight):
+                or ck.get("flat_weight", 0.0) != flat_weight
+                or ck.get("adam_eps", 1e-8) != adam_eps):
             raise TrainError(f"{last_path} belongs to another model or schedule")
         net.load_state_dict(ck["tables"])
         opt.load_state_dict(ck["optimizer"])
@@ -101,12 +108,14 @@ def finetune(bundle, data_dirs, output, *, steps: int = 2000, batch_size: int = 
     if psnr_before is not None:
         say(f"engine PSNR before fine-tuning: {psnr_before:.4f} dB ({val_dir.name})")
 
-    dataset = SRDataset(data_dirs, spec.scale, crop, run / "cache", seed, log=say)
+    dataset = SRDataset(data_dirs, spec.scale, crop, run / "cache", seed, log=say,
+                        shares=data_shares)
 
     def save(step):
         atomic_torch_save({"spec": spec.to_json(), "steps": steps, "tables": net.state_dict(),
                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                           "step": step, "flat_weight": flat_weight}, last_path)
+                           "step": step, "flat_weight": flat_weight, "adam_eps": adam_eps},
+                          last_path)
 
     flat_in = torch.arange(256, dtype=torch.float32).reshape(256, 1, 1, 1)
 

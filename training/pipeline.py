@@ -6,6 +6,8 @@ The config TOML holds the model (``[model]``), the network training (``[train]``
     name = "rclut_x4"                 # results/<name>/ and the bundle's file name
     data = ["../shared/data/train"]   # HR folders (searched recursively) or training packs
                                       # (rclut-train pack: one .npz); relative: repo root
+    data_shares = [0.6, 0.4]          # optional, one per data entry: each entry's share of the
+                                      # samples (network and legs); default: by pixel count
     run = "runs/rclut_x4"             # working folder (git-ignored); default runs/<name>
     results = "results/rclut_x4"      # what is published; default results/<name>
     threads = 2                       # CPU threads of every stage (default: all cores)
@@ -20,7 +22,8 @@ The config TOML holds the model (``[model]``), the network training (``[train]``
     lr = 0.1
     lr_min = 0.005
     batch_size = 16                   # optional: crop (48), val_every (500), freeze_rc (false),
-                                      # flat_weight (0: rclut-train finetune --flat-weight)
+                                      # flat_weight (0: rclut-train finetune --flat-weight),
+                                      # adam_eps (1e-8: --adam-eps)
 
 Stages, each skipped when its output exists and resumed when half done (re-running the command
 is always safe, and it is how a stopped pipeline continues):
@@ -55,6 +58,7 @@ from pathlib import Path
 from rclut_numba.fileio import atomic_write
 
 from .config import ConfigError, TrainConfig, load_config
+from .data import DataError, entry_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO_ROOT.parent / "shared" / "data" / "benchmark"
@@ -73,12 +77,14 @@ class FinetuneLeg:
     val_every: int = 500
     freeze_rc: bool = False
     flat_weight: float = 0.0
+    adam_eps: float = 1e-8
 
 
 @dataclass
 class PipelineConfig:
     name: str
     data: list[str]
+    data_shares: list[float] = field(default_factory=list)  # one per data entry; [] = by pixels
     run: str = ""
     results: str = ""
     threads: int = 0
@@ -114,7 +120,7 @@ def _typed(table: dict, cls, where: str):
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
                           f"{', '.join(k for k in known if k != 'legs')}")
     kinds = {"int": int, "float": (int, float), "str": str, "bool": bool,
-             "list[str]": list, "list[FinetuneLeg]": list}
+             "list[str]": list, "list[float]": list, "list[FinetuneLeg]": list}
     for key, value in table.items():
         want = kinds[str(known[key].type)]
         if isinstance(value, bool) and want is not bool or not isinstance(value, want):
@@ -143,6 +149,11 @@ def load_pipeline(path) -> tuple:
         raise ConfigError(f"{path} [pipeline]: name must be a plain folder name, got {pc.name!r}")
     if not pc.data:
         raise ConfigError(f"{path} [pipeline]: data lists no training folder")
+    if pc.data_shares:
+        try:
+            entry_weights(pc.data_shares, len(pc.data))
+        except DataError as e:
+            raise ConfigError(f"{path} [pipeline]: {e}") from None
     if pc.transfer_checkpoint not in ("last", "best"):
         raise ConfigError(f"{path} [pipeline]: transfer_checkpoint must be \"last\" or \"best\"")
     if pc.transfer_weights not in ("network", "ema"):
@@ -157,6 +168,9 @@ def load_pipeline(path) -> tuple:
         if leg.steps < 1 or not 0 < leg.lr_min <= leg.lr:
             raise ConfigError(f"{path} [[finetune.legs]] #{i + 1}: needs steps >= 1 and "
                               f"0 < lr_min <= lr")
+        if not 0 < leg.adam_eps < float("inf"):
+            raise ConfigError(f"{path} [[finetune.legs]] #{i + 1}: adam_eps must be a "
+                              f"finite number > 0")
         if not 0 <= leg.flat_weight < float("inf"):
             raise ConfigError(f"{path} [[finetune.legs]] #{i + 1}: flat_weight must be a "
                               f"finite number >= 0")
@@ -363,7 +377,8 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
         say(f"pipeline {pc.name}: train to step {target} of {cfg.steps}")
         try:
             train(config, pc.data_dirs, run, resume=(run / "last.pt").exists(),
-                  stop_after=target, threads=threads, cache_dir=run / "cache", quiet=False)
+                  stop_after=target, threads=threads, cache_dir=run / "cache", quiet=False,
+                  data_shares=pc.data_shares or None)
         except TrainStopped:
             _report_progress(pc, cfg, "train (stopped)", config)
             raise
@@ -399,7 +414,8 @@ def run_pipeline(config, *, threads: int | None = None, until: str | None = None
                      crop=leg.crop, lr=leg.lr, lr_min=leg.lr_min, run_dir=leg_run,
                      resume=(leg_run / "last.pt").exists(), val_every=leg.val_every,
                      val_data=val, train_rc=not leg.freeze_rc, threads=threads,
-                     flat_weight=leg.flat_weight)
+                     flat_weight=leg.flat_weight, data_shares=pc.data_shares or None,
+                     adam_eps=leg.adam_eps)
         source = out
         if finished(f"ft{i}"):
             return status

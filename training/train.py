@@ -214,28 +214,41 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
     model's (:func:`subpixel_resampling`).  With ``[train] init_new_stage = k`` the model has
     one stage more than the source, stage ``k``: the others are copied in order and stage ``k``
     is set to pass its input through (:func:`pass_through_init`), so that the deeper network
-    starts where the source ends.  Returns a one-line description for the log."""
+    starts where the source ends.  With ``[train] init_new_branches`` the stages may hold
+    branches the source lacks (:func:`_branch_sources`), e.g. stage-1 D and Y branches beside
+    the source's S ones.  Returns a one-line description for the log."""
     ck = load_checkpoint(path)
     src_spec = ModelSpec.from_json(ck["spec"])
     spec = model.spec
     src_cfg = TrainConfig(**ck["train_config"])
     new = cfg.init_new_stage - 1  # 0-based index of the inserted stage; -1 = none
-    copied = [si for si in range(len(spec.stages)) if si != new]  # target stage of source stage
-    same_layout = ([[b.label() for b in st.branches] for st in src_spec.stages]
-                   == [[b.label() for b in spec.stages[si].branches] for si in copied])
-    if not same_layout or src_spec.residual != spec.residual:
-        without = f" without its stage {new + 1}" if new >= 0 else ""
-        raise TrainError(f"init_from {path}: its model ({src_spec.describe()}) does not have the "
-                         f"layout of this config{without} ({spec.describe()})")
+    if src_spec.residual != spec.residual:
+        raise TrainError(f"init_from {path}: its model ({src_spec.describe()}) does not have "
+                         f"the layout of this config ({spec.describe()}): residual "
+                         f"{src_spec.residual}, the config {spec.residual}")
+    if cfg.init_new_branches:
+        sources, added = _branch_sources(src_spec, spec, path)
+    else:
+        copied = [si for si in range(len(spec.stages)) if si != new]  # target of source stage
+        same_layout = ([[b.label() for b in st.branches] for st in src_spec.stages]
+                       == [[b.label() for b in spec.stages[si].branches] for si in copied])
+        if not same_layout:
+            without = f" without its stage {new + 1}" if new >= 0 else ""
+            raise TrainError(f"init_from {path}: its model ({src_spec.describe()}) does not have "
+                             f"the layout of this config{without} ({spec.describe()}); "
+                             f"[train] init_new_branches starts added branches from it")
+        sources = {(copied[si], bi): (si, bi) for si, bi, _ in src_spec.branches()}
+        added = []
     for key in ("nf", "rc_channels"):
         if getattr(src_cfg, key) != getattr(cfg, key):
             raise TrainError(f"init_from {path}: it has {key}={getattr(src_cfg, key)}, the "
                              f"config {getattr(cfg, key)}")
-    state = model.state_dict()  # the inserted stage keeps its fresh initialisation
-    for name, value in ck["model"].items():
-        _, key, rest = name.split(".", 2)  # "blocks", "s<stage>_b<branch>", parameter
-        si, bi = (int(v) - 1 for v in key[1:].split("_b"))
-        state[f"blocks.{array_key(copied[si], bi)}.{rest}"] = value
+    state = model.state_dict()  # an inserted stage keeps its fresh initialisation
+    for (tsi, tbi), (ssi, sbi) in sources.items():
+        prefix = f"blocks.{array_key(ssi, sbi)}."
+        for name, value in ck["model"].items():
+            if name.startswith(prefix):
+                state[f"blocks.{array_key(tsi, tbi)}.{name[len(prefix):]}"] = value
     if src_spec.scale != spec.scale:
         mix = subpixel_resampling(src_spec.scale, spec.scale)
         last = len(spec.stages) - 1
@@ -254,8 +267,36 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
         mean_err, max_err = pass_through_error(model, new, cfg.seed)
         fitted = (f"; new stage {new + 1} set to pass its input through (mean |error| "
                   f"{mean_err:.2f} levels, max {max_err:.0f})")
+    copies = "".join(f"; new branch {label} starts as a copy of {source}"
+                     for label, source in added)
     return (f"network initialised from {Path(path).name} (step {int(ck['step'])}, "
-            f"x{src_spec.scale} -> x{spec.scale}){fitted}")
+            f"x{src_spec.scale} -> x{spec.scale}){fitted}{copies}")
+
+
+def _branch_sources(src_spec: ModelSpec, spec: ModelSpec, path) -> tuple[dict, list]:
+    """``({(stage, branch): (stage, branch) of the source}, [(new label, source label)])``.
+
+    A branch the source has (same stage, same label) is its own source; an added one starts
+    from the first source branch of its stage with the same RC window and input count (e.g.
+    rc3-D from rc3-S: the same RC window and an MLP of the same shape, reading other pixels)."""
+    if len(src_spec.stages) != len(spec.stages):
+        raise TrainError(f"init_from {path}: init_new_branches needs as many stages as the source "
+                         f"({len(src_spec.stages)}), this config has {len(spec.stages)}")
+    sources, added = {}, []
+    for si, bi, br in spec.branches():
+        src = src_spec.stages[si].branches
+        labels = [b.label() for b in src]
+        if br.label() in labels:
+            sources[(si, bi)] = (si, labels.index(br.label()))
+            continue
+        like = [j for j, b in enumerate(src) if b.rc == br.rc and b.n_inputs == br.n_inputs]
+        if not like:
+            raise TrainError(f"init_from {path}: stage {si + 1} of the source has no branch with "
+                             f"RC window {br.rc} and {br.n_inputs} input(s) to start "
+                             f"{br.label()} from")
+        sources[(si, bi)] = (si, like[0])
+        added.append((f"s{si + 1} {br.label()}", src[like[0]].label()))
+    return sources, added
 
 
 def pass_through_init(block: Block) -> None:
@@ -424,8 +465,11 @@ def _truncate_log(log_path: Path, step: int) -> None:
 def train(config, data_dirs, out, *, resume: bool = False, steps: int | None = None,
           device: str | None = "auto", overrides: dict | None = None,
           stop_after: int | None = None, threads: int | None = None,
-          val_data: str | None = None, cache_dir=None, quiet: bool = False) -> list[float]:
+          val_data: str | None = None, cache_dir=None, quiet: bool = False,
+          data_shares=None) -> list[float]:
     """Train (or resume) a run; returns the per-step training losses of the steps it ran.
+
+    ``data_shares``: one share of the samples per entry of ``data_dirs`` (``SRDataset``).
 
     ``stop_after``: stop (with a checkpoint) after that step, as if interrupted; the schedule
     still spans ``steps``.  Under ``torchrun`` this joins the process group itself.
@@ -443,7 +487,8 @@ def train(config, data_dirs, out, *, resume: bool = False, steps: int | None = N
     say = (lambda *_: None) if (quiet or not main) else (lambda s: print(s, flush=True))
     try:
         losses = _train(config, data_dirs, Path(out), resume, steps, dev, overrides,
-                        stop_after, val_data, cache_dir, world, rank, main, say, quiet)
+                        stop_after, val_data, cache_dir, world, rank, main, say, quiet,
+                        data_shares)
         if distributed:
             dist.barrier()  # rank 0 saves last; tear down the group together
         return losses
@@ -453,7 +498,7 @@ def train(config, data_dirs, out, *, resume: bool = False, steps: int | None = N
 
 
 def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, val_data,
-           cache_dir, world, rank, main, say, quiet):
+           cache_dir, world, rank, main, say, quiet, data_shares):
     spec, cfg = load_config(config, overrides)
     if steps is not None:
         if steps < 1:
@@ -546,13 +591,14 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
     dataset = None
     if main:
         dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn,
-                            flat_share=cfg.flat_share, synthetic_share=cfg.synthetic_share)
+                            flat_share=cfg.flat_share, synthetic_share=cfg.synthetic_share,
+                            shares=data_shares)
     if world > 1:
         dist.barrier()
     if not main:
         dataset = SRDataset(data_dirs, spec.scale, cfg.crop, cache, cfg.seed, log=log_fn,
                             build_cache=False, flat_share=cfg.flat_share,
-                            synthetic_share=cfg.synthetic_share)
+                            synthetic_share=cfg.synthetic_share, shares=data_shares)
 
     # Validation sets: one folder or several separated by commas; the first decides best.pt.
     val_dirs = []
