@@ -243,8 +243,10 @@ def test_data_shares_set_each_entrys_share_of_the_samples(tmp_path):
     by_pixels = SRDataset([big, small], 4, 8, tmp_path / "cache", **quiet)
     assert by_pixels.entry_shares == pytest.approx([338 / 347, 9 / 347])
     assert small_fraction(by_pixels) < 0.08
-    shared = SRDataset([big, small], 4, 8, tmp_path / "cache", shares=[1, 3], **quiet)
+    logs = []
+    shared = SRDataset([big, small], 4, 8, tmp_path / "cache", shares=[1, 3], log=logs.append)
     assert shared.entry_shares == pytest.approx([0.25, 0.75])
+    assert logs[-1] == "data shares: big 25.0%, small 75.0%"
     assert 0.68 < small_fraction(shared) < 0.82  # 1280 draws of p = 0.75
     for bad, match in (([1], "1 data share.*2 data entries"), ([1, 0], "finite and > 0"),
                        ([1, float("nan")], "finite and > 0"), (["a", 1], "must be numbers")):

@@ -31,17 +31,22 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--data and --data-shares, as train and finetune read them."""
+    p.add_argument("--data", required=True, nargs="+",
+                   help="folders of HR training images, or training packs (rclut-train pack)")
+    p.add_argument("--data-shares", nargs="+", type=float, metavar="SHARE",
+                   help="each --data entry's share of the samples, one number per entry "
+                        "(default: by pixel count)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rclut-train", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network (or --resume a run)")
     t.add_argument("--config", required=True, help="config file (training/configs/*.toml)")
-    t.add_argument("--data", required=True, nargs="+",
-                   help="folders of HR training images, or training packs (rclut-train pack)")
-    t.add_argument("--data-shares", nargs="+", type=float, metavar="SHARE",
-                   help="each --data entry's share of the samples, one number per entry "
-                        "(default: by pixel count)")
+    _add_data_arguments(t)
     t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
     t.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     t.add_argument("--steps", type=int, help="total steps (overrides [train] steps)")
@@ -83,11 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("finetune", help="fine-tune a bundle's tables through the LUT forward")
     f.add_argument("bundle", help="bundle to start from (.npz)")
-    f.add_argument("--data", required=True, nargs="+",
-                   help="folders of HR training images, or training packs (rclut-train pack)")
-    f.add_argument("--data-shares", nargs="+", type=float, metavar="SHARE",
-                   help="each --data entry's share of the samples, one number per entry "
-                        "(default: by pixel count)")
+    _add_data_arguments(f)
     f.add_argument("-o", "--output", required=True, help="fine-tuned bundle to write (.npz)")
     f.add_argument("--run", help="run folder for checkpoints and log (default: OUTPUT_finetune/)")
     f.add_argument("--steps", type=int, default=2000)

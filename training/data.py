@@ -265,6 +265,9 @@ class SRDataset:
             self._p = weights[entry] * n_pos / per_entry[entry]
         self.entry_shares = np.bincount(np.array(item_entry), weights=self._p,
                                         minlength=len(dirs))
+        if weights is not None:
+            log("data shares: " + ", ".join(f"{Path(d).name} {w:.1%}"
+                                            for d, w in zip(dirs, self.entry_shares, strict=True)))
 
     def __len__(self):
         return len(self.items)
