@@ -476,3 +476,23 @@ def test_init_new_branches_start_as_copies_of_a_like_source_branch(tmp_path):
                        (["init_new_branches=true", "init_new_stage=1"], "cannot be combined")):
         with pytest.raises(ConfigError, match=why):
             load_config(toml, _overrides(extra))
+
+
+def test_the_l1_loss_is_the_mean_absolute_error_of_the_same_first_batch(data_dir, cache_dir,
+                                                                      tmp_path):
+    """Same seed, same first batch and network: the first logged loss under ``loss = "l1"``
+    lies strictly between the MSE and its root (errors on [0, 1] are below 1 in magnitude)."""
+    cfg = ROOT / "training" / "configs" / "tiny.toml"
+    first = {}
+    for loss in ("mse", "l1"):
+        run = tmp_path / loss
+        train(cfg, [data_dir], run, steps=1, device="cpu", cache_dir=cache_dir, quiet=True,
+              overrides=_overrides([f'loss="{loss}"']))
+        first[loss] = _losses(run)[0]
+    assert first["mse"] < first["l1"] <= first["mse"] ** 0.5
+
+
+def test_an_unknown_loss_is_refused(tmp_path):
+    from training.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="loss must be one of mse, l1, got 'huber'"):
+        load_config(ROOT / "training" / "configs" / "tiny.toml", {"loss": "huber"})

@@ -18,6 +18,7 @@ from rclut_numba.spec import ModelSpec, SpecError
 PRECISIONS = ("float32", "bf16", "bf16-autocast")
 # "auto": resolved per machine when a run starts (training/precision.py)
 CONFIG_PRECISIONS = ("auto", *PRECISIONS)
+LOSSES = ("mse", "l1")
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,7 @@ class TrainConfig:
     lr: float = 1e-3             # cosine schedule from lr to lr_min over `steps`
     lr_min: float = 1e-4
     weight_decay: float = 0.0
+    loss: str = "mse"            # pixel loss on [0, 1]: "mse" (PSNR's own) or "l1" (LOSSES)
     val_every: int = 2000        # validation PSNR on val_data every N steps (0 = never)
     val_data: str = "../shared/data/benchmark/Set5"  # relative paths: from the repository root
     ckpt_every: int = 1000       # checkpoint every N steps (and at the end / when stopped)
@@ -133,6 +135,9 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
     if cfg.precision not in CONFIG_PRECISIONS:
         raise ConfigError(f"{path}: [train] precision must be one of "
                           f"{', '.join(CONFIG_PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.loss not in LOSSES:
+        raise ConfigError(f"{path}: [train] loss must be one of {', '.join(LOSSES)}, got "
+                          f"{cfg.loss!r}")
     if not 0 < cfg.lr_min <= cfg.lr:
         raise ConfigError(f"{path}: [train] needs 0 < lr_min <= lr, got lr={cfg.lr}, "
                           f"lr_min={cfg.lr_min}")

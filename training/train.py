@@ -641,6 +641,7 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
             ckpt["ema"] = ema.state_dict()
         atomic_torch_save(ckpt, path)
 
+    pixel_loss = F.l1_loss if cfg.loss == "l1" else F.mse_loss
     losses: list[float] = []
     end = horizon if stop_after is None else min(horizon, stop_after)
     bar = _Progress(start, horizon, cfg.log_every or 100, enabled=main and not quiet)
@@ -654,7 +655,7 @@ def _train(config, data_dirs, out, resume, steps, dev, overrides, stop_after, va
             data_s += time.perf_counter() - t_data
             lr_b, hr_b = lr_b.to(dev, non_blocking=True), hr_b.to(dev, non_blocking=True)
             pred = net(lr_b)
-            loss = F.mse_loss(pred / 255.0, hr_b)
+            loss = pixel_loss(pred / 255.0, hr_b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
