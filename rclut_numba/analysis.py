@@ -6,7 +6,7 @@ from an anchor pixel, and says whether (or how much) that pixel changes the anch
 ``scale x scale`` output block.  The anchor is the centre entry.
 
 * :func:`theoretical_receptive_field` derives the field from the spec alone: per branch the
-  union over the 4 rotations of (RC window + pattern offsets), rotated back to the image frame;
+  union over the orientations of (RC window + pattern offsets), turned back to the image frame;
   the union over a stage's branches; the Minkowski sum over the cascaded stages.
 * :func:`empirical_receptive_field` perturbs single LR pixels and watches the engine's output.
 * :func:`receptive_field_table` summarises sizes and table storage for a list of specs.
@@ -47,7 +47,8 @@ __all__ = [
 
 # ---- theory ------------------------------------------------------------------------------
 def branch_footprint(branch: Branch, rotations=range(4)) -> frozenset:
-    """LR offsets (image frame) one branch reads for an anchor, over the given rotations.
+    """LR offsets (image frame) one branch reads for an anchor, over the given orientations
+    (0..3 the rotations, 4..7 those of the transpose).
 
     In the frame of ``rot90(x, r)`` the branch reads RC indices at the pattern offsets, and the
     index at pattern offset ``o`` sums the RC window ``o + w`` (w in the centred N x N square);
@@ -63,11 +64,11 @@ def branch_footprint(branch: Branch, rotations=range(4)) -> frozenset:
     return frozenset(out)
 
 
-def stage_footprint(stage) -> frozenset:
+def stage_footprint(stage, orientations: int = 4) -> frozenset:
     """Union of the stage's branch footprints: every branch's sum lands on the same anchor."""
     out = set()
     for br in stage.branches:
-        out |= branch_footprint(br)
+        out |= branch_footprint(br, range(orientations))
     return frozenset(out)
 
 
@@ -80,7 +81,7 @@ def theoretical_receptive_field(spec: ModelSpec) -> tuple[np.ndarray, int]:
     """``(grid, m)``: bool ``(2m+1, 2m+1)`` grid of the offsets that can influence an anchor."""
     field = frozenset({(0, 0)})
     for stage in spec.stages:
-        field = minkowski_sum(field, stage_footprint(stage))
+        field = minkowski_sum(field, stage_footprint(stage, spec.orientations))
     m = spec.margin
     grid = np.zeros((2 * m + 1, 2 * m + 1), bool)
     for dy, dx in field:
@@ -251,7 +252,8 @@ def random_model(spec: ModelSpec, seed: int = 0) -> LutModel:
     thresholds spread over the reachable range leave the RC index nearly constant, and a last
     stage whose sum is mostly negative is clipped to 0.  So: intermediate-stage entries are
     uniform in -128..127 (their mean lands mid-range after the +127 bias); last-stage entries
-    are uniform in 0..63, so the output (up to 4 rotations x 63) is never clipped; RC thresholds
+    are uniform in 0..63, so the output (4 rotations x 63 at most, on average over the rotation
+    sets) is never clipped; RC thresholds
     are quantiles of the window sums of uniform random pixels, so the RC index spreads over
     0..255.
     """

@@ -62,35 +62,37 @@ def _lap(name: str, t0: float) -> float:
     return t
 
 
-# ---- geometry of the rotation ensemble ---------------------------------------------------
+# ---- geometry of the orientation ensemble --------------------------------------------------
+# Orientation o < 4 is ``numpy.rot90(image, o)``; o >= 4 is ``numpy.rot90(image.T, o - 4)``.
 def rotate_offset(dy: int, dx: int, r: int) -> tuple[int, int]:
-    """Offset (dy, dx) in the frame of ``numpy.rot90(image, r)`` expressed in the image's frame."""
+    """Offset (dy, dx) in the frame of orientation ``r`` (0..7) expressed in the image's frame."""
     for _ in range(r % 4):
         dy, dx = dx, -dy
-    return dy, dx
+    return (dx, dy) if r >= 4 else (dy, dx)
 
 
-def block_permutation(scale: int) -> np.ndarray:
-    """perm[r, k]: where output-block entry k (row-major, rotated frame) lands in image frame."""
-    perm = np.empty((4, scale * scale), np.int64)
-    for r in range(4):
+def block_permutation(scale: int, orientations: int = 4) -> np.ndarray:
+    """perm[o, k]: where output-block entry k (row-major, frame of orientation o) lands in the
+    image frame."""
+    perm = np.empty((orientations, scale * scale), np.int64)
+    for o in range(orientations):
         for ky in range(scale):
             for kx in range(scale):
                 a, b = ky, kx
-                for _ in range(r):
+                for _ in range(o % 4):
                     a, b = b, scale - 1 - a
-                perm[r, ky * scale + kx] = a * scale + b
+                perm[o, ky * scale + kx] = b * scale + a if o >= 4 else a * scale + b
     return perm
 
 
-def window_offsets(n: int) -> np.ndarray:
-    """(4, n*n, 2) RC window offsets per rotation; row p = n*i + j is at (i - n//2, j - n//2)."""
+def window_offsets(n: int, orientations: int = 4) -> np.ndarray:
+    """(O, n*n, 2) RC window offsets per orientation; row p = n*i + j is at (i - n//2, j - n//2)."""
     c = n // 2
-    out = np.empty((4, n * n, 2), np.int64)
-    for r in range(4):
+    out = np.empty((orientations, n * n, 2), np.int64)
+    for o in range(orientations):
         for i in range(n):
             for j in range(n):
-                out[r, n * i + j] = rotate_offset(i - c, j - c, r)
+                out[o, n * i + j] = rotate_offset(i - c, j - c, o)
     return out
 
 
@@ -98,7 +100,8 @@ class _StagePlan:
     """Everything a stage kernel needs that does not depend on the image.
 
     Map 0 of the stage's input maps is its input; RC branch j (widest window first) under
-    rotation r writes map ``1 + 4 j + r``.  All maps are edge-padded by ``pad``.
+    orientation r writes map ``1 + O j + r`` (O orientations).  All maps are edge-padded by
+    ``pad``.
     """
 
     def __init__(self, spec: ModelSpec, si: int, arrays: dict[str, np.ndarray]):
@@ -111,12 +114,13 @@ class _StagePlan:
         rc_branches = sorted((bi for bi, br in enumerate(stage.branches) if br.rc),
                              key=lambda bi: -stage.branches[bi].rc)
         rc_slot = {bi: j for j, bi in enumerate(rc_branches)}
-        self.n_maps = 1 + 4 * len(rc_branches)
+        n_or = spec.orientations
+        self.n_maps = 1 + n_or * len(rc_branches)
         self.half = max([0] + [stage.branches[bi].rc // 2 for bi in rc_branches])
         self.reach = max(max(abs(v) for off in PATTERN_OFFSETS[br.pattern] for v in off)
                          for br in stage.branches)  # rows a pattern reads above or below
         self.pad = max(PATTERN_PAD, self.half)
-        self.reads = np.zeros((nb, 4, 4, 3), np.int64)  # (map, dy, dx) per branch, rotation, input
+        self.reads = np.zeros((nb, n_or, 4, 3), np.int64)  # (map, dy, dx): branch, orient., input
         self.n_inputs = np.zeros(nb, np.int64)
         self.row_start = np.zeros(nb, np.int64)
         luts = []
@@ -124,8 +128,8 @@ class _StagePlan:
         for bi, br in enumerate(stage.branches):
             pattern = PATTERN_OFFSETS[br.pattern]
             self.n_inputs[bi] = len(pattern)
-            for r in range(4):
-                m = 1 + 4 * rc_slot[bi] + r if br.rc else 0
+            for r in range(n_or):
+                m = 1 + n_or * rc_slot[bi] + r if br.rc else 0
                 for t in range(4):
                     dy, dx = rotate_offset(*pattern[min(t, len(pattern) - 1)], r)
                     self.reads[bi, r, t] = (m, dy, dx)
@@ -135,11 +139,11 @@ class _StagePlan:
             row += lut.shape[0]
         lut = np.concatenate(luts, axis=0)
         if self.last:
-            # one copy of the tables per rotation, columns placed where they land in the block
+            # one copy of the tables per orientation, columns placed where they land in the block
             k = self.out_scale ** 2
-            perm = block_permutation(self.out_scale)
-            self.tables = np.zeros((4, lut.shape[0], -(-k // 16) * 16), np.int8)
-            for r in range(4):
+            perm = block_permutation(self.out_scale, n_or)
+            self.tables = np.zeros((n_or, lut.shape[0], -(-k // 16) * 16), np.int8)
+            for r in range(n_or):
                 self.tables[r][:, perm[r]] = lut
         else:
             self.tables = np.ascontiguousarray(lut[:, 0])
@@ -153,12 +157,14 @@ class _StagePlan:
             steps = [level_table(t, arrays[f"{key}_rc_thresholds"])
                      for t, key in zip(tables, keys, strict=True)]
             offs, lanes, start, combined = combined_tables(
-                tables, [window_offsets(stage.branches[bi].rc) for bi in rc_branches])
+                tables, [window_offsets(stage.branches[bi].rc, n_or) for bi in rc_branches])
             levels = np.concatenate([lv for lv, _ in steps])
             lengths = np.array([len(lv) for lv, _ in steps], np.int64)
-            self.rc = (offs, lanes, start, combined, levels,
-                       np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths,
-                       np.array([b for _, b in steps], np.int64),
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            bases = np.array([b for _, b in steps], np.int64)
+            # lane O j + r (branch j, orientation r) writes map 1 + O j + r with branch j's step
+            self.rc = (offs, lanes, start, combined, levels, np.repeat(starts, n_or),
+                       np.repeat(lengths, n_or), np.repeat(bases, n_or),
                        np.arange(1, self.n_maps, dtype=np.int64))
             self.rc_args = self.rc
         self.interval = spec.interval
@@ -244,16 +250,18 @@ def check_arithmetic(spec: ModelSpec, arithmetic: str) -> str:
     """``arithmetic`` if ``spec`` can run with it; ValueError naming the problem otherwise.
 
     ``"srlut"`` is defined for SR-LUT's layout only: one stage of one S branch, no RC window,
-    not residual (SR-LUT's code knows nothing else)."""
+    not residual, four rotations (SR-LUT's code knows nothing else)."""
     if arithmetic not in ARITHMETICS:
         raise ValueError(f"arithmetic must be one of {', '.join(ARITHMETICS)}, "
                          f"got {arithmetic!r}")
     if arithmetic == "srlut":
         stages = spec.stages
         if (len(stages) != 1 or len(stages[0].branches) != 1 or stages[0].branches[0].rc
-                or stages[0].branches[0].pattern != "S" or spec.residual):
+                or stages[0].branches[0].pattern != "S" or spec.residual
+                or spec.orientations != 4):
             raise ValueError(f"arithmetic 'srlut' runs SR-LUT's layout only (one stage of one S "
-                             f"branch, no RC window, not residual), not {spec.describe()}; use "
+                             f"branch, no RC window, not residual, four rotations), not "
+                             f"{spec.describe()}; use "
                              "arithmetic 'integer'")
     return arithmetic
 

@@ -8,13 +8,16 @@ exact entries).  Every stage but the last has one output per branch; the last ha
 
 The arithmetic every implementation shares (engine, slow reference, torch LUT forward):
 
-* Rotation ensemble: each branch is evaluated on the 4 quarter-turn rotations of its input
-  (``numpy.rot90(x, r)``); patterns read bottom/right with edge replication in that frame.
+* Orientation ensemble: each branch is evaluated on the 4 quarter-turn rotations of its input
+  (``numpy.rot90(x, r)``), or with ``orientations = 8`` also on those of its transpose
+  (``numpy.rot90(x.T, r)``, the other half of the square's symmetry group); patterns read
+  bottom/right with edge replication in that frame, and each result is turned back.
 * A 4D LUT lookup is 4-simplex interpolation with integer weights summing to ``interval``;
   a 1D LUT lookup is the exact entry times ``interval`` (same units).
-* All weighted entries of a stage (branches x rotations) are summed exactly into ``acc``.
-* Between stages: ``x = round(clip(acc / (interval * 4 * branches) + 127, 0, 255))``.
-* Last stage: ``y = round(clip(acc / (interval * branches) + base, 0, 255))``, where ``base``
+* All weighted entries of a stage (branches x orientations) are summed exactly into ``acc``.
+* Between stages: ``x = round(clip(acc / (interval * O * branches) + 127, 0, 255))``, O the
+  number of orientations (4 or 8).
+* Last stage: ``y = round(clip(acc / (interval * O/4 * branches) + base, 0, 255))``, where ``base``
   is 0, or in a *residual* model the model's input pixel the output block belongs to (its
   anchor): the tables then hold a correction to nearest-neighbour upscaling, and a flat image
   stays flat whatever codes its levels give the last stage, as long as the tables say ~0.
@@ -32,9 +35,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# 2: RC tables may be stored packed (rc_storage); 3: the "residual" key.  1 and 2 are still read.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 2: RC tables may be stored packed (rc_storage); 3: the "residual" key; 4: the "orientations"
+# key.  A four-orientation spec is still written as version 3, so older readers run it.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+ORIENTATIONS = (4, 8)  # the rotations, or the rotations of the image and of its transpose
 
 # (row, col) offsets of the pattern pixels from the anchor, in the (rotated) image frame.
 PATTERN_OFFSETS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -48,7 +53,8 @@ MAX_RC_WINDOW = 15
 MAX_STAGES = 16  # far beyond any published layout; bounds what a stranger's spec can ask for
 MAX_BRANCHES = 64
 MAX_NAME_LENGTH = 200
-SPEC_KEYS = ("format_version", "name", "scale", "interval", "stages", "residual", "extra")
+SPEC_KEYS = ("format_version", "name", "scale", "interval", "stages", "residual", "orientations",
+             "extra")
 
 
 class SpecError(ValueError):
@@ -105,6 +111,7 @@ class ModelSpec:
     stages: tuple[Stage, ...]
     interval: int = 16
     residual: bool = False  # the last stage adds its output block's input pixel (module doc)
+    orientations: int = 4   # 4 rotations, or 8: also those of the transposed input (module doc)
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes, kept in the bundle
 
     def __post_init__(self):
@@ -127,6 +134,8 @@ class ModelSpec:
             raise SpecError(f"a model has at most {MAX_STAGES} stages, got {len(self.stages)}")
         if not isinstance(self.residual, bool):
             raise SpecError(f"residual must be true or false, got {_short(self.residual)}")
+        if not _is_int(self.orientations) or self.orientations not in ORIENTATIONS:
+            raise SpecError(f"orientations must be 4 or 8, got {_short(self.orientations)}")
         if not isinstance(self.extra, dict):
             raise SpecError(f"extra must be a dict, got {type(self.extra).__name__}")
 
@@ -143,16 +152,18 @@ class ModelSpec:
         """``(divisor, bias)`` that turn a stage's sum into its output.
 
         The output is ``round(clip(acc / divisor + bias, 0, 255))``, where ``acc`` sums the
-        stage's table entries over branches and rotations. Between stages the sum is averaged
-        over branches and rotations and re-centred on 127; the last stage averages over branches
-        only, without a bias (a residual model adds its input pixel there instead: ``base`` in
+        stage's table entries over branches and orientations. Between stages the sum is
+        averaged over branches and orientations and re-centred on 127; the last stage averages
+        over branches and pairs of rotation sets (its tables add up over four rotations),
+        without a bias (a residual model adds its input pixel there instead: ``base`` in
         the module doc, not part of this pair). With ``interpolated`` (tables read by 4-simplex
         interpolation, whose weights sum to ``interval``) ``acc`` carries a factor ``interval``
         that the divisor includes; a network's sum (``interpolated=False``) does not.
         """
         n = len(self.stages[stage_index].branches)
         last = stage_index == len(self.stages) - 1
-        divisor = n if last else 4 * n
+        # the last stage's tables are in units of a quarter of the output (four rotations sum)
+        divisor = n * self.orientations // 4 if last else self.orientations * n
         return (divisor * self.interval if interpolated else divisor), (0 if last else 127)
 
     def adds_input(self, stage_index: int) -> bool:
@@ -188,12 +199,14 @@ class ModelSpec:
     def describe(self) -> str:
         stages = " | ".join(", ".join(b.label() for b in st.branches) for st in self.stages)
         residual = ", residual" if self.residual else ""
-        return f"{self.name}: x{self.scale}, interval {self.interval}{residual}, stages [{stages}]"
+        orient = ", 8 orientations" if self.orientations == 8 else ""
+        return (f"{self.name}: x{self.scale}, interval {self.interval}{residual}{orient}, "
+                f"stages [{stages}]")
 
     # ---- (de)serialisation ------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
-            "format_version": FORMAT_VERSION,
+        out = {
+            "format_version": 3,
             "name": self.name,
             "scale": self.scale,
             "interval": self.interval,
@@ -202,6 +215,9 @@ class ModelSpec:
             "residual": self.residual,
             "extra": self.extra,
         }
+        if self.orientations != 4:
+            out.update(format_version=FORMAT_VERSION, orientations=self.orientations)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
@@ -254,8 +270,11 @@ class ModelSpec:
             raise SpecError("spec 'extra' must be an object")
         if d.get("residual", False) is True and version < 3:
             raise SpecError(f"spec format_version {version} has no residual models (3 has)")
+        if "orientations" in d and version < 4:
+            raise SpecError(f"spec format_version {version} has no 'orientations' (4 has)")
         return cls(name=d["name"], scale=d["scale"], interval=d.get("interval", 16),
-                   stages=tuple(stages), residual=d.get("residual", False), extra=extra)
+                   stages=tuple(stages), residual=d.get("residual", False),
+                   orientations=d.get("orientations", 4), extra=extra)
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:

@@ -7,10 +7,10 @@ from training.data import synthetic_images
 
 
 def tiny_pipeline_config(tmp_path: Path, legs: int = 2, extra: str = "", data: Path | None = None,
-                         steps: int = 6) -> Path:
+                         steps: int = 6, model: str = "") -> Path:
     """``tmp_path/tiny.toml``: 6 network steps and ``legs`` LUT legs of 2 steps on three
     synthetic images (or ``data``: a folder or pack), scored on two; ``extra`` lines go into
-    its ``[pipeline]`` table."""
+    its ``[pipeline]`` table, ``model`` lines into its ``[model]`` table."""
     if data is None:
         data = tmp_path / "images"
         synthetic_images(data, n=3, size=96)
@@ -22,6 +22,7 @@ name = "SR-LUT"
 scale = 4
 interval = 64
 stages = [["S"]]
+{model}
 
 [train]
 nf = 4

@@ -1,4 +1,5 @@
-"""The slow, readable twin of the engine: one pixel at a time, rotations done by rotating.
+"""The slow, readable twin of the engine: one pixel at a time, orientations done by rotating
+(and transposing) the image.
 
 Written to be read against ``rclut_numba/spec.py``'s description of the arithmetic, not to be
 fast.  Python integers and ``fractions.Fraction`` keep every step exact; ``round`` on a Fraction
@@ -50,15 +51,26 @@ def simplex_lookup(lut, values, interval, levels):
     return total
 
 
+def orient(img, o):
+    """Orientation o of an image: rotation o, or for o >= 4 rotation o - 4 of its transpose."""
+    return np.rot90(img.T if o >= 4 else img, o % 4)
+
+
+def unorient(img, o):
+    """The inverse of :func:`orient`."""
+    back = np.rot90(img, -(o % 4))
+    return back.T if o >= 4 else back
+
+
 def branch_output(spec, si, bi, arrays, img, out_scale):
-    """Sum over the 4 rotations of one branch, in the image frame: (H*s, W*s) of exact ints."""
+    """Sum over the orientations of one branch, in the image frame: (H*s, W*s) of exact ints."""
     branch = spec.stages[si].branches[bi]
     key = array_key(si, bi)
     lut = arrays[f"{key}_lut"]
     h, w = img.shape
     total = np.zeros((h * out_scale, w * out_scale), dtype=object)
-    for r in range(4):
-        rotated = np.rot90(img, r)
+    for r in range(spec.orientations):
+        rotated = orient(img, r)
         source = rotated
         if branch.rc:
             source = rc_index_map(rotated, arrays[f"{key}_rc_table"],
@@ -75,7 +87,7 @@ def branch_output(spec, si, bi, arrays, img, out_scale):
                     block = simplex_lookup(lut, values, spec.interval, spec.levels)
                 result[y * out_scale:(y + 1) * out_scale, x * out_scale:(x + 1) * out_scale] = \
                     block.reshape(out_scale, out_scale)
-        total = total + np.rot90(result, -r)
+        total = total + unorient(result, r)
     return total
 
 
@@ -87,7 +99,8 @@ def run_reference(spec: ModelSpec, arrays, plane: np.ndarray) -> np.ndarray:
         out_scale = spec.scale if last else 1
         n = len(stage.branches)
         acc = sum(branch_output(spec, si, bi, arrays, x, out_scale) for bi in range(n))
-        divisor, bias = (spec.interval * n, 0) if last else (spec.interval * 4 * n, 127)
+        o = spec.orientations
+        divisor, bias = (spec.interval * n * o // 4, 0) if last else (spec.interval * o * n, 127)
         # a residual model's last stage adds, to each output pixel, the input pixel it came from
         nearest = np.kron(plane.astype(np.int64), np.ones((out_scale, out_scale), np.int64))
         base = nearest if last and spec.residual else np.zeros(acc.shape, np.int64)

@@ -20,7 +20,8 @@ def specs(draw, max_stages=2, max_branches=3, intervals=(32, 64, 128), allow_rc=
         Stage(tuple(draw(st.lists(branches(allow_rc), min_size=1, max_size=max_branches))))
         for _ in range(n_stages))
     return ModelSpec("random", draw(st.integers(1, 4)), stages,
-                     interval=draw(st.sampled_from(intervals)), residual=draw(st.booleans()))
+                     interval=draw(st.sampled_from(intervals)), residual=draw(st.booleans()),
+                     orientations=draw(st.sampled_from((4, 8))))
 
 
 def random_arrays(spec: ModelSpec, seed: int) -> dict:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from rclut_numba.engine import LutModel, block_permutation, rotate_offset
 from rclut_numba.kernels.rc_window import level_table
 from rclut_numba.spec import mulut_sdy_x2, rclut_paper, srlut
-from reference import run_reference
+from reference import orient, run_reference
 from strategies import images, random_arrays, specs
 
 
@@ -171,20 +171,22 @@ def test_luma_only_equals_imresize_chroma_and_conversion(channels):
     assert np.array_equal(model.upscale(image, luma_only=True)[..., :3], expected)
 
 
-def test_rotation_geometry_matches_numpy_rot90():
+def test_orientation_geometry_matches_numpy_rot90_and_transpose():
     img = np.arange(20).reshape(4, 5)
-    for r in range(4):
-        rot = np.rot90(img, r)
-        # the pixel one step down-right of (1, 1) in the rotated frame, found via rotate_offset
+    for r in range(8):
+        rot = orient(img, r)
+        # the pixel one step down-right of (1, 1) in the oriented frame, found via rotate_offset
         y0, x0 = np.argwhere(img == rot[1, 1])[0]
         dy, dx = rotate_offset(1, 1, r)
         assert img[y0 + dy, x0 + dx] == rot[2, 2]
     s = 3
     block = np.arange(s * s).reshape(s, s)
-    for r in range(4):
-        # a block computed in the rotated frame, placed through the permutation, is un-rotated
+    perm = block_permutation(s, 8)
+    assert np.array_equal(perm[:4], block_permutation(s))
+    for r in range(8):
+        # a block computed in the oriented frame, placed through the permutation, is restored
         placed = np.empty(s * s, int)
-        placed[block_permutation(s)[r]] = np.rot90(block, r).ravel()
+        placed[perm[r]] = orient(block, r).ravel()
         assert np.array_equal(placed.reshape(s, s), block)
 
 

@@ -110,6 +110,9 @@ def test_spec_asking_for_huge_tables(tmp_path):
     ({"residual": 1, "format_version": 3}, "residual must be true or false"),
     ({"residual": "yes", "format_version": 3}, "residual must be true or false"),
     ({"residual": True}, "format_version 2 has no residual"),
+    ({"orientations": 8, "format_version": 3}, "format_version 3 has no 'orientations'"),
+    ({"orientations": 6, "format_version": 4}, "orientations must be 4 or 8, got 6"),
+    ({"orientations": 8.0, "format_version": 4}, "orientations must be 4 or 8, got 8.0"),
 ])
 def test_spec_field_types(tmp_path, change, msg):
     path = tmp_path / "m.npz"

@@ -17,7 +17,7 @@ from rclut_numba.imaging import YCC_INVERSE, YCC_OFFSET
 from rclut_numba.kernels import colour, lut_stage, planes
 from rclut_numba.kernels.rc_window import combined_tables, level_table
 from rclut_numba.spec import Branch, ModelSpec, Stage
-from reference import rc_index_map
+from reference import orient, rc_index_map, unorient
 from strategies import random_arrays
 
 
@@ -142,11 +142,14 @@ def test_fused_two_stage_kernel_as_python_equals_compiled_and_per_stage(spec, mo
 
 @settings(max_examples=25)
 @given(windows=st.lists(st.sampled_from([1, 3, 5, 7]), min_size=1, max_size=5),
+       orientations=st.sampled_from([4, 8]),
        seed=st.integers(0, 2 ** 32 - 1), h=st.integers(1, 12), w=st.integers(1, 12))
-def test_rc_stage_maps_equal_reference_per_branch_and_rotation(windows, seed, h, w):
-    # All the RC branches of a stage (more than four of them: two 16-lane chunks) in one pass
-    # against the readable per-branch reference run on each rotation of the image.
+def test_rc_stage_maps_equal_reference_per_branch_and_orientation(windows, orientations, seed, h,
+                                                                  w):
+    # All the RC branches of a stage (more than 16 lanes of them: two 16-lane chunks) in one
+    # pass against the readable per-branch reference run on each orientation of the image.
     windows = sorted(windows, reverse=True)
+    n_or = orientations
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (h, w), dtype=np.uint8)
     tables, thresholds = [], []
@@ -157,19 +160,20 @@ def test_rc_stage_maps_equal_reference_per_branch_and_rotation(windows, seed, h,
         tables.append(t)
     steps = [level_table(t, thr) for t, thr in zip(tables, thresholds, strict=True)]
     pad = windows[0] // 2
-    maps = np.zeros((1, 1 + 4 * len(windows), h + 2 * pad, w + 2 * pad), np.uint8)
+    maps = np.zeros((1, 1 + n_or * len(windows), h + 2 * pad, w + 2 * pad), np.uint8)
     maps[0, 0] = np.pad(image, pad, mode="edge")
     lengths = np.array([len(lv) for lv, _ in steps], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    combined = combined_tables(tables, [window_offsets(n) for n in windows])
+    combined = combined_tables(tables, [window_offsets(n, n_or) for n in windows])
     lut_stage.rc_stage_maps(maps, pad, *combined,
-                            np.concatenate([lv for lv, _ in steps]), starts, lengths,
-                            np.array([b for _, b in steps], np.int64),
-                            np.arange(1, 1 + 4 * len(windows), dtype=np.int64))
+                            np.concatenate([lv for lv, _ in steps]), np.repeat(starts, n_or),
+                            np.repeat(lengths, n_or),
+                            np.repeat(np.array([b for _, b in steps], np.int64), n_or),
+                            np.arange(1, 1 + n_or * len(windows), dtype=np.int64))
     for j, (t, thr) in enumerate(zip(tables, thresholds, strict=True)):
-        for r in range(4):
-            expected = np.rot90(rc_index_map(np.rot90(image, r), t, thr), -r)
-            assert np.array_equal(maps[0, 1 + 4 * j + r, pad:pad + h, pad:pad + w], expected)
+        for r in range(n_or):
+            expected = unorient(rc_index_map(orient(image, r), t, thr), r)
+            assert np.array_equal(maps[0, 1 + n_or * j + r, pad:pad + h, pad:pad + w], expected)
 
 
 @pytest.mark.parametrize("shape, scale", [((1, 1), 4), ((1, 5), 2), ((17, 23), 4), ((9, 4), 3)])

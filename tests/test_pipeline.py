@@ -43,6 +43,25 @@ def test_full_pipeline_then_rerun_skips_everything(tmp_path):
         k: "skipped" for k in ("train", "transfer", "ft1", "ft2", "stamp", "eval")}
 
 
+def test_an_eight_orientation_model_goes_through_the_pipeline_to_an_exact_bundle(tmp_path):
+    """Trained, transferred and fine-tuned with eight orientations: the bundle says so, and the
+    engine reproduces the torch LUT forward the legs trained through."""
+    import numpy as np
+
+    from rclut_numba.bundle import load_bundle
+    from rclut_numba.engine import LutModel
+    from training.lut_forward import LutForward
+
+    cfg = tiny_pipeline_config(tmp_path, legs=1, model="orientations = 8")
+    assert run_pipeline(cfg, say=lambda _s: None)["results"] == "done"
+    spec, arrays = load_bundle(tmp_path / "results" / "tiny_x4.npz")
+    assert spec.orientations == 8 and "8 orientations" in spec.describe()
+    image = np.random.default_rng(0).integers(0, 256, (13, 9), dtype=np.uint8)
+    with torch.no_grad():
+        y = LutForward(spec, arrays)(torch.from_numpy(image.astype(np.float32))[None, None])
+    assert np.array_equal(LutModel(spec, arrays).upscale(image), y[0, 0].numpy().astype(np.uint8))
+
+
 def test_a_leg_added_to_a_finished_pipeline_is_run_then_stamped_and_scored_again(tmp_path):
     from rclut_numba.bundle import load_bundle
 

@@ -176,6 +176,7 @@ def test_the_two_arithmetics_differ_on_random_tables():
 @pytest.mark.parametrize("spec, arithmetic, message", [
     (mulut_sdy_x2(2), "srlut", "SR-LUT's layout only"),
     (ModelSpec("SR-LUT", 2, srlut().stages, residual=True), "srlut", "SR-LUT's layout only"),
+    (ModelSpec("SR-LUT", 2, srlut().stages, orientations=8), "srlut", "four rotations\\), not"),
     (srlut(2), "float", "arithmetic must be one of integer, srlut"),
 ])
 def test_arithmetic_refusals(spec, arithmetic, message):

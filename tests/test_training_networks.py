@@ -116,7 +116,15 @@ def test_pattern_pixels_in_spec_order_with_edge_padding():
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_fast_forward_equals_naive_forward(config, residual):
-    spec = dataclasses.replace(ModelSpec.from_toml(config), residual=residual)
+    _check_fast_equals_naive(dataclasses.replace(ModelSpec.from_toml(config), residual=residual))
+
+
+def test_eight_orientations_fast_forward_equals_naive_forward():
+    spec = ModelSpec.from_toml(ROOT / "training" / "configs" / "rclut_x3.toml")
+    _check_fast_equals_naive(dataclasses.replace(spec, orientations=8))
+
+
+def _check_fast_equals_naive(spec):
     torch.manual_seed(1)
     model = LUTNet(spec, nf=6, rc_channels=5)
     for shape in [(2, 1, 10, 10), (1, 1, 7, 11)]:  # square (batched rotations) and not

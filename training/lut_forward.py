@@ -51,6 +51,18 @@ def _exact_stage_output(acc: torch.Tensor, divisor: int, bias) -> torch.Tensor:
     return smooth + (exact.to(acc.dtype) - smooth).detach()
 
 
+def orient(x: torch.Tensor, o: int) -> torch.Tensor:
+    """Orientation ``o`` of an (N, C, H, W) batch: rotation o, or for o >= 4 rotation o - 4 of
+    its transpose (``rclut_numba.spec``'s orientation ensemble)."""
+    return torch.rot90(x.transpose(2, 3) if o >= 4 else x, o % 4, (2, 3))
+
+
+def unorient(x: torch.Tensor, o: int) -> torch.Tensor:
+    """The inverse of :func:`orient`: a result in orientation ``o``'s frame, turned back."""
+    back = torch.rot90(x, -(o % 4), (2, 3))
+    return back.transpose(2, 3) if o >= 4 else back
+
+
 def nearest_base(x: torch.Tensor, scale: int) -> torch.Tensor:
     """What a residual model's last stage adds: each input pixel over its s x s block."""
     return x.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
@@ -220,7 +232,7 @@ class LutForward(nn.Module):
         return idx, weights, None
 
     def _stage_acc(self, si: int, x: torch.Tensor) -> torch.Tensor:
-        """Exact sum over branches and rotations, in the image frame: (N, 1, H*s, W*s)."""
+        """Exact sum over branches and orientations, in the image frame: (N, 1, H*s, W*s)."""
         spec = self.spec
         stage = spec.stages[si]
         s = spec.scale if si == len(spec.stages) - 1 else 1
@@ -228,8 +240,8 @@ class LutForward(nn.Module):
         luts = [_ste_round(self.luts[k], -128, 127) for k in keys]
         table = torch.cat(luts) if len(luts) > 1 else luts[0]
         starts = np.cumsum([0] + [lut.shape[0] for lut in luts[:-1]])
-        parts = []  # (rotation, shape, idx, weights, 1D input or None, branch)
-        rotated = [torch.rot90(x, r, (2, 3)) for r in range(4)]  # shared by every branch
+        parts = []  # (orientation, shape, idx, weights, 1D input or None, branch)
+        rotated = [orient(x, r) for r in range(spec.orientations)]  # shared by every branch
         for bi, br in enumerate(stage.branches):
             for r, xr in enumerate(rotated):
                 src = self._rc_map(keys[bi], br.rc, xr) if br.rc else xr
@@ -253,7 +265,7 @@ class LutForward(nn.Module):
             o = o.reshape(nb, h, w, -1).permute(0, 3, 1, 2)
             if s > 1:
                 o = F.pixel_shuffle(o, s)
-            o = torch.rot90(o, -r, (2, 3))
+            o = unorient(o, r)
             acc = o if acc is None else acc + o
         return acc
 

@@ -58,21 +58,23 @@ def naive_block(blk: Block, x: torch.Tensor) -> torch.Tensor:
 
 
 def naive_forward(model: LUTNet, x: torch.Tensor) -> torch.Tensor:
-    """Same result as ``model(x)``: one block call per stage, rotation and branch."""
+    """Same result as ``model(x)``: one block call per stage, orientation and branch."""
     spec = model.spec
     last = len(spec.stages) - 1
     image = x
+    n_or = spec.orientations
     for si, stage in enumerate(spec.stages):
         acc = 0
-        for r in range(4):
-            xr = torch.rot90(x, r, (2, 3))
+        for r in range(n_or):
+            # orientation r: rotation r, or (r >= 4) rotation r - 4 of the transpose
+            xr = torch.rot90(x.transpose(2, 3) if r >= 4 else x, r % 4, (2, 3))
             for blk in model.stage_blocks(si):
-                o = round_ste(naive_block(blk, xr) * 127.0)
-                acc = acc + torch.rot90(o, -r, (2, 3))
+                o = torch.rot90(round_ste(naive_block(blk, xr) * 127.0), -(r % 4), (2, 3))
+                acc = acc + (o.transpose(2, 3) if r >= 4 else o)
         nb = len(stage.branches)
         if si == last:
             # residual: each output pixel adds the input pixel it came from (nearest upscaling)
             up = F.interpolate(image, scale_factor=spec.scale, mode="nearest") * 255.0
-            return round_ste(acc / nb + (torch.round(up) if spec.residual else 0.0))
-        x = round_ste(torch.clamp(acc / (4 * nb) + 127.0, 0.0, 255.0)) / 255.0
+            return round_ste(acc / (nb * n_or // 4) + (torch.round(up) if spec.residual else 0.0))
+        x = round_ste(torch.clamp(acc / (n_or * nb) + 127.0, 0.0, 255.0)) / 255.0
     raise AssertionError("unreachable")

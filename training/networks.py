@@ -26,7 +26,7 @@ from rclut_numba.spec import PATTERN_OFFSETS, Branch, ModelSpec, array_key
 
 from .config import PRECISIONS
 from .dense_mlp import dense_mlp_bf16
-from .lut_forward import nearest_base
+from .lut_forward import nearest_base, orient, unorient
 
 __all__ = ["PRECISIONS", "Block", "LUTNet", "RCModule", "WeightsError", "load_mulut_npz",
            "round_ste"]
@@ -301,8 +301,9 @@ class LUTNet(nn.Module):
     """The whole cascaded, rotation-ensembled network of a ModelSpec.
 
     ``blocks[array_key(si, bi)]`` is branch ``bi`` of stage ``si`` (``s1_b1``, ...), the same
-    names the LUT bundle uses.  ``batch_rotations`` puts the 4 rotations of a square input into
-    the batch dimension (one call per branch instead of four); non-square inputs loop.
+    names the LUT bundle uses.  ``batch_rotations`` puts the orientations of a square input into
+    the batch dimension (one call per branch instead of one per orientation); non-square
+    inputs loop.
     """
 
     def __init__(self, spec: ModelSpec, nf: int = 64, rc_channels: int | None = None,
@@ -346,20 +347,20 @@ class LUTNet(nn.Module):
         return acc
 
     def stage_sum(self, si: int, x: torch.Tensor) -> torch.Tensor:
-        """``acc`` of stage ``si``: exact integer sum over branches and the 4 rotations."""
+        """``acc`` of stage ``si``: exact integer sum over branches and orientations."""
         blocks = self.stage_blocks(si)
+        n_or = self.spec.orientations
         if self.batch_rotations and x.shape[-1] == x.shape[-2]:
             b = x.shape[0]
-            xr = torch.cat([torch.rot90(x, r, (2, 3)) for r in range(4)], 0)
+            xr = torch.cat([orient(x, r) for r in range(n_or)], 0)
             parts = self._rotated_sum(blocks, xr)
             acc = parts[:b]
-            for r in range(1, 4):
-                acc = acc + torch.rot90(parts[r * b:(r + 1) * b], -r, (2, 3))
+            for r in range(1, n_or):
+                acc = acc + unorient(parts[r * b:(r + 1) * b], r)
             return acc
         acc = None
-        for r in range(4):
-            o = self._rotated_sum(blocks, torch.rot90(x, r, (2, 3)) if r else x)
-            o = torch.rot90(o, -r, (2, 3)) if r else o
+        for r in range(n_or):
+            o = unorient(self._rotated_sum(blocks, orient(x, r)), r)
             acc = o if acc is None else acc + o
         return acc
 

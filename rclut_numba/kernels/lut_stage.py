@@ -13,11 +13,12 @@
 * :func:`upscale_chroma_to_rgb`: bicubic chroma and YCbCr -> RGB for tiled luma-only runs.
 
 Work is laid out a row at a time so that LLVM vectorises across pixels: for each branch and
-rotation, one loop over the row computes the 4-simplex vertices and weights of every pixel (the
-pattern reads, the fractions, the 4-element sort as a branch-free min/max network, all int32:
-16 pixels per 512-bit vector) into row arrays; a second loop gathers the weighted table rows.
-Rotations are handled by reading pre-rotated pattern offsets, and, for the last stage, by
-tables whose columns are pre-permuted per rotation, so every rotation adds straight into the
+orientation (a rotation, or a rotation of the transpose), one loop over the row computes the
+4-simplex vertices and weights of every pixel (the pattern reads, the fractions, the 4-element
+sort as a branch-free min/max network, all int32: 16 pixels per 512-bit vector) into row
+arrays; a second loop gathers the weighted table rows.
+Orientations are handled by reading pre-rotated pattern offsets, and, for the last stage, by
+tables whose columns are pre-permuted per orientation, so each adds straight into the
 image-frame block.  The short fixed-width loops that LLVM will not vectorise by itself (it
 cannot prove that the accumulator and the table do not overlap) are written as explicit
 16-lane vector operations (``@intrinsic``).  Indices are unsigned where they are computed, so
@@ -35,7 +36,6 @@ from .options import helper_jit, inlined_jit, parallel_jit, serial_jit
 KEY_SHIFT = 20  # sort keys: fraction in the high bits, the dimension's LUT stride (< 2**20) low
 KEY_MASK = (1 << KEY_SHIFT) - 1
 CHUNK = 16  # block tables and combined RC rows are padded to multiples of 16 lanes: one vector
-LANES = 4  # RC lanes per branch, one per rotation: branch j's are 4 j .. 4 j + 3
 
 
 @intrinsic
@@ -244,11 +244,11 @@ def _stage_constants(interval, levels):
 
 @helper_jit
 def _read_offsets(reads, plane, n_maps, buf_rows, padded_w, row, pad):
-    """Flat positions of pixel 0 of buffer row ``row`` for every (branch, rotation, input)."""
-    n_branch = reads.shape[0]
-    out = np.empty((n_branch, 4, 4), np.int64)
+    """Flat positions of pixel 0 of buffer row ``row`` for every (branch, orientation, input)."""
+    n_branch, n_orient = reads.shape[0], reads.shape[1]
+    out = np.empty((n_branch, n_orient, 4), np.int64)
     for b in range(n_branch):
-        for r in range(4):
+        for r in range(n_orient):
             for t in range(4):
                 out[b, r, t] = (((plane * n_maps + reads[b, r, t, 0]) * buf_rows
                                  + row + reads[b, r, t, 1]) * padded_w
@@ -280,7 +280,7 @@ def _single_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start,
         acc[:] = 0
         for b in range(n_branch):
             base_row = row_start[b]
-            for r in range(4):
+            for r in range(reads.shape[1]):
                 if n_inputs[b] == 1:
                     a0 = lin[b, r, 0]
                     for x in range(width):
@@ -328,7 +328,7 @@ def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, 
             flat_acc[:] = 0
         for b in range(n_branch):
             base_row = row_start[b]
-            for r in range(4):
+            for r in range(reads.shape[1]):
                 r0 = r * n_rows_table
                 if n_inputs[b] == 1:
                     # a 1D LUT: its exact entry, times interval (the simplex weights' sum)
@@ -357,11 +357,13 @@ def _block_rows(maps, plane, row0, pad, y_lo, y_hi, reads, n_inputs, row_start, 
 @helper_jit
 def _rc_rows(maps, plane, row0, pad, y_lo, y_hi, offsets, lanes, start, combined, levels,
              level_start, level_len, base, lane_map, flat_acc):
-    """RC index maps of image rows ``y_lo .. y_hi``: for lane l = 4 j + r, map ``lane_map[l]``.
+    """RC index maps of image rows ``y_lo .. y_hi``: lane l (O j + r: branch j, orientation r)
+    into map ``lane_map[l]``.
 
     For each window offset, one combined row (all the lanes it feeds) is added into an int32
-    accumulator per pixel (|sum| <= 225 * 32768 < 2**31); with up to 4 RC branches every offset
-    feeds one 16-lane chunk and four offsets share each load and store of the accumulator.
+    accumulator per pixel (|sum| <= 225 * 32768 < 2**31); with at most 16 lanes (4 RC branches
+    at 4 orientations, 2 at 8) every offset feeds one 16-lane chunk and four offsets share each
+    load and store of the accumulator.
     """
     n_planes, n_maps, buf_rows, padded_w = maps.shape
     width = padded_w - 2 * pad
@@ -402,10 +404,9 @@ def _rc_rows(maps, plane, row0, pad, y_lo, y_hi, offsets, lanes, start, combined
                 for l0 in range(0, n_l, CHUNK):
                     _add_widened(flat_acc, x * n_acc + l0, combined, t + l0)
         for lane in range(n_lanes):
-            j = lane // LANES
-            lv = levels[level_start[j]:level_start[j] + level_len[j]]
-            top = level_len[j] - 1
-            b = base[j]
+            lv = levels[level_start[lane]:level_start[lane] + level_len[lane]]
+            top = level_len[lane] - 1
+            b = base[lane]
             dst = maps[plane, lane_map[lane], i]
             for x in range(width):
                 dst[pad + x] = lv[min(max(np.int64(flat_acc[x * n_acc + lane]) - b, 0), top)]
@@ -521,15 +522,15 @@ def upscale_chroma_to_rgb(y, chroma, row_weights, row_index, col_weights, col_in
 @parallel_jit
 def rc_stage_maps(maps, pad, offsets, lanes, start, combined, levels, level_start, level_len,
                   base, lane_map):
-    """For every pixel, RC branch j and rotation r: ``#{k : sum_p table_j[p, pixel_p] >= thr[k]}``.
+    """Per pixel, RC branch j and orientation r: ``#{k : sum_p table_j[p, pixel_p] >= thr[k]}``.
 
     maps:        (planes, M, H + 2*pad, W + 2*pad) uint8; map 0 (the edge-padded stage input,
-                 pad >= every window's half width) is read, and for lane l = 4 j + r the rows
+                 pad >= every window's half width) is read, and for lane l = O j + r the rows
                  ``pad .. pad + H`` of map ``lane_map[l]`` are written (left/right padding too)
     offsets, lanes, start, combined: ``rc_window.combined_tables``
-    levels:      the branches' level look-ups (``rc_window.level_table``) end to end; branch j's
-                 is ``levels[level_start[j]:level_start[j] + level_len[j]]``, over totals from
-                 ``base[j]``
+    levels:      the branches' level look-ups (``rc_window.level_table``) end to end; lane l's
+                 is ``levels[level_start[l]:level_start[l] + level_len[l]]``, over totals from
+                 ``base[l]`` (every lane of a branch has its branch's)
     """
     n_planes, n_maps, padded_h, padded_w = maps.shape
     height = padded_h - 2 * pad
@@ -552,7 +553,7 @@ def lut_stage_single(maps, pad, reads, n_inputs, row_start, table, interval, lev
     """A stage with one output per pixel: the next stage's input map.
 
     maps:      (planes, M, H + 2*pad, W + 2*pad) uint8, the stage input and its RC maps
-    reads:     (B, 4, 4, 3) int64, (map, dy, dx) of input t of branch b under rotation r
+    reads:     (B, O, 4, 3) int64, (map, dy, dx) of input t of branch b under orientation r
     n_inputs:  (B,) int64, 4 (4D LUT, simplex-interpolated) or 1 (1D LUT, exact)
     row_start: (B,) int64, first row of each branch's LUT in ``table``
     table:     (rows,) int8, all branch LUTs stacked
@@ -584,9 +585,9 @@ def lut_stage_block(maps, pad, reads, n_inputs, row_start, tables, interval, lev
     """The last stage: an s x s output block per pixel, ``s * s <= K``.
 
     maps, pad, reads, n_inputs, row_start: as :func:`lut_stage_single`
-    tables:    (4, rows, K) int8, all branch LUTs stacked, K a multiple of 16 (zero columns past
+    tables:    (O, rows, K) int8, all branch LUTs stacked, K a multiple of 16 (zero columns past
                s * s); ``tables[r, :, j]`` holds the column that lands on block entry j
-               (row-major, image frame) under rotation r
+               (row-major, image frame) under orientation r
     out:       (H * s, W * s, channels) uint8; plane p is written to channel ``c0 + p``
     value:     ``round_half_even(clip(acc / divisor + base, 0, 255))``, as
                ``rint(real(acc + base * divisor) / divisor)`` in the float type of ``divisor``

@@ -1,12 +1,13 @@
 """RC window kernel: N x N windows of 1D tables, summed, then a monotone 8-bit step.
 
-All the RC branches of a stage and their four rotations are computed together: each pixel of
-the widest window is read once, and one look-up of a combined table row gives its contribution
-to every (branch, rotation) whose window covers that offset (:func:`combined_tables`).
+All the RC branches of a stage and their orientations (4 rotations, or 8 with the transpose's)
+are computed together: each pixel of the widest window is read once, and one look-up of a
+combined table row gives its contribution to every (branch, orientation) whose window covers
+that offset (:func:`combined_tables`).
 """
 import numpy as np
 
-from .lut_stage import CHUNK, LANES, rc_stage_maps  # the kernel lives with the helpers it calls
+from .lut_stage import CHUNK, rc_stage_maps  # the kernel lives with the helpers it calls
 
 
 def level_table(table: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, int]:
@@ -30,28 +31,29 @@ def combined_tables(tables, window_offsets):
     """Regroup the window tables of a stage's RC branches by image offset.
 
     tables:          per branch, (N*N, 256) int16; branches ordered by decreasing N
-    window_offsets:  per branch, (4, N*N, 2): row p's offset (image frame) under rotation r
+    window_offsets:  per branch, (O, N*N, 2): row p's offset (image frame) under orientation r
 
     Returns ``(offsets, lanes, start, combined)``: for every offset ``(dy, dx)`` of the widest
-    window, ``lanes`` (4 lanes for each branch whose window covers it, widest first, rounded up
+    window, ``lanes`` (O lanes for each branch whose window covers it, widest first, rounded up
     to a multiple of 16) and, from ``start``, a (256, lanes) block of ``combined`` (int16, flat)
-    whose row v holds ``table_j[p, v]`` at lane ``4 j + r`` for the row p that rotation r reads
+    whose row v holds ``table_j[p, v]`` at lane ``O j + r`` for the row p that orientation r reads
     there (zero in the lanes of branches that do not cover it).
     """
     sizes = [int(round(t.shape[0] ** 0.5)) for t in tables]
     assert sizes == sorted(sizes, reverse=True), "branches must come widest first"
     c = sizes[0] // 2
+    n_or = window_offsets[0].shape[0]
     offsets, lanes, start, blocks = [], [], [], []
     pos = 0
     for dy in range(-c, c + 1):
         for dx in range(-c, c + 1):
             covering = [j for j, n in enumerate(sizes) if max(abs(dy), abs(dx)) <= n // 2]
-            block = np.zeros((256, -(-LANES * len(covering) // CHUNK) * CHUNK), np.int16)
+            block = np.zeros((256, -(-n_or * len(covering) // CHUNK) * CHUNK), np.int16)
             for j in covering:
-                for r in range(4):
+                for r in range(n_or):
                     hit = np.flatnonzero((window_offsets[j][r, :, 0] == dy)
                                          & (window_offsets[j][r, :, 1] == dx))
-                    block[:, LANES * j + r] = tables[j][hit[0]]
+                    block[:, n_or * j + r] = tables[j][hit[0]]
             offsets.append((dy, dx))
             lanes.append(block.shape[1])
             start.append(pos)
@@ -65,16 +67,17 @@ def rc_index_maps(padded, offsets, table, levels, base, out):
     """One RC branch on one plane (the former kernel's interface, for transfer tests and tools).
 
     padded:  (H + 2c, W + 2c) uint8, the input edge-padded by c = N // 2
-    offsets: (4, N*N, 2) int64, window offsets in the image frame for each rotation
+    offsets: (O, N*N, 2) int64, window offsets in the image frame for each orientation
     table:   (N*N, 256) int16; levels, base: :func:`level_table`
-    out:     (4, H, W) uint8, the index map of each rotation
+    out:     (O, H, W) uint8, the index map of each orientation
     """
     c = (padded.shape[0] - out.shape[1]) // 2
-    maps = np.empty((1, 1 + LANES) + padded.shape, np.uint8)
+    n_or = offsets.shape[0]
+    maps = np.empty((1, 1 + n_or) + padded.shape, np.uint8)
     maps[0, 0] = padded
     offs, lanes, start, combined = combined_tables([np.ascontiguousarray(table)], [offsets])
     rc_stage_maps(maps, c, offs, lanes, start, combined, np.ascontiguousarray(levels),
-                  np.zeros(1, np.int64), np.array([len(levels)], np.int64),
-                  np.array([base], np.int64), np.arange(1, 1 + LANES, dtype=np.int64))
+                  np.zeros(n_or, np.int64), np.full(n_or, len(levels), np.int64),
+                  np.full(n_or, base, np.int64), np.arange(1, 1 + n_or, dtype=np.int64))
     h, w = out.shape[1:]
     out[:] = maps[0, 1:, c:c + h, c:c + w]
