@@ -46,7 +46,7 @@ __all__ = [
 
 
 # ---- theory ------------------------------------------------------------------------------
-def branch_footprint(branch: Branch, rotations=range(4)) -> frozenset:
+def branch_footprint(branch: Branch, orientations=range(4)) -> frozenset:
     """LR offsets (image frame) one branch reads for an anchor, over the given orientations
     (0..3 the rotations, 4..7 those of the transpose).
 
@@ -57,7 +57,7 @@ def branch_footprint(branch: Branch, rotations=range(4)) -> frozenset:
     c = branch.rc // 2
     window = [(i, j) for i in range(-c, c + 1) for j in range(-c, c + 1)]  # rc 0 or 1: {(0, 0)}
     out = set()
-    for r in rotations:
+    for r in orientations:
         for py, px in PATTERN_OFFSETS[branch.pattern]:
             for wy, wx in window:
                 out.add(rotate_offset(py + wy, px + wx, r))
@@ -252,10 +252,9 @@ def random_model(spec: ModelSpec, seed: int = 0) -> LutModel:
     thresholds spread over the reachable range leave the RC index nearly constant, and a last
     stage whose sum is mostly negative is clipped to 0.  So: intermediate-stage entries are
     uniform in -128..127 (their mean lands mid-range after the +127 bias); last-stage entries
-    are uniform in 0..63, so the output (4 rotations x 63 at most, on average over the rotation
-    sets) is never clipped; RC thresholds
-    are quantiles of the window sums of uniform random pixels, so the RC index spreads over
-    0..255.
+    are uniform in 0..63, so the output (at most 4 x 63 per branch, whatever the orientations)
+    is never clipped; RC thresholds are quantiles of the window sums of uniform random pixels,
+    so the RC index spreads over 0..255.
     """
     rng = np.random.default_rng(seed)
     last = len(spec.stages) - 1

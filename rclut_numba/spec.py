@@ -38,6 +38,7 @@ from pathlib import Path
 # 2: RC tables may be stored packed (rc_storage); 3: the "residual" key; 4: the "orientations"
 # key.  A four-orientation spec is still written as version 3, so older readers run it.
 FORMAT_VERSION = 4
+FOUR_ORIENTATION_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3, 4)
 ORIENTATIONS = (4, 8)  # the rotations, or the rotations of the image and of its transpose
 
@@ -206,7 +207,7 @@ class ModelSpec:
     # ---- (de)serialisation ------------------------------------------------------------
     def to_dict(self) -> dict:
         out = {
-            "format_version": 3,
+            "format_version": FOUR_ORIENTATION_VERSION,
             "name": self.name,
             "scale": self.scale,
             "interval": self.interval,

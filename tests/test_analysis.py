@@ -53,9 +53,9 @@ RANDOM_SPECS = [
 # ---- theory, by hand --------------------------------------------------------------------
 def test_branch_footprint_reads_bottom_right_in_rotation_0():
     # the sign convention: in the unrotated frame S reads the anchor and its bottom/right
-    assert branch_footprint(Branch("S"), rotations=[0]) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert branch_footprint(Branch("S"), orientations=[0]) == {(0, 0), (0, 1), (1, 0), (1, 1)}
     # one quarter turn (numpy.rot90): the rotated frame's "right" is the image's "up"
-    assert branch_footprint(Branch("S"), rotations=[1]) == {(0, 0), (1, 0), (0, -1), (1, -1)}
+    assert branch_footprint(Branch("S"), orientations=[1]) == {(0, 0), (1, 0), (0, -1), (1, -1)}
 
 
 def test_pattern_footprints_by_hand():
@@ -70,7 +70,7 @@ def test_pattern_footprints_by_hand():
     assert branch_footprint(Branch("1", 7)) == square(3)
     assert branch_footprint(Branch("S", 1)) == square(1)
     # S behind a 5x5 window: each rotation is a 6x6 square, their union 7x7
-    assert len(branch_footprint(Branch("S", 5), rotations=[0])) == 36
+    assert len(branch_footprint(Branch("S", 5), orientations=[0])) == 36
     assert branch_footprint(Branch("S", 5)) == square(3)
 
 

@@ -185,7 +185,7 @@ class LutForward(nn.Module):
 
     # ---- pieces --------------------------------------------------------------------------
     def _rc_map(self, key: str, n: int, x: torch.Tensor) -> torch.Tensor:
-        """RC index map of a (rotated) image x (N, 1, H, W); exact forward, secant gradient."""
+        """RC index map of an (oriented) image x (N, 1, H, W); exact forward, secant gradient."""
         table = _ste_round(self.rc_tables[key], -32768, 32767)
         if self.project_rc:
             table = _ste_project_rows(table)
@@ -241,9 +241,9 @@ class LutForward(nn.Module):
         table = torch.cat(luts) if len(luts) > 1 else luts[0]
         starts = np.cumsum([0] + [lut.shape[0] for lut in luts[:-1]])
         parts = []  # (orientation, shape, idx, weights, 1D input or None, branch)
-        rotated = [orient(x, r) for r in range(spec.orientations)]  # shared by every branch
+        oriented = [orient(x, r) for r in range(spec.orientations)]  # shared by every branch
         for bi, br in enumerate(stage.branches):
-            for r, xr in enumerate(rotated):
+            for r, xr in enumerate(oriented):
                 src = self._rc_map(keys[bi], br.rc, xr) if br.rc else xr
                 idx, wts, v1 = self._bags(br.pattern, src, int(starts[bi]))
                 parts.append((r, xr.shape, idx, wts, v1, bi))
