@@ -58,9 +58,11 @@ def _losses(run: Path) -> list[float]:
 def test_every_config_trains_a_few_steps(config, data_dir, cache_dir, tmp_path):
     run = tmp_path / "run"
     # cooldown off: a branch's cooldown ends past these 2 steps (rclut_x2: from step 800)
-    # and no init_from: its network is full-size (test_configs_init_from_fits checks it)
+    # and no init_from (nor the branches it would seed): its network is full-size
+    # (test_configs_init_from_fits checks it)
     losses = train(config, [data_dir], run, steps=2, device="cpu", cache_dir=cache_dir,
-                   overrides=_overrides(["cooldown_steps=0", "init_from=''"]), quiet=True)
+                   overrides=_overrides(["cooldown_steps=0", "init_from=''",
+                                         "init_new_branches=false"]), quiet=True)
     assert len(losses) == 2 and all(v == v and v < 10 for v in losses)
     ck = torch.load(run / "last.pt", weights_only=False)
     assert ck["step"] == 2 and ck["format"] == "rclut-train-checkpoint"
@@ -335,14 +337,28 @@ def test_init_from_starts_an_x2_run_from_an_x4_network(data_dir, cache_dir, tmp_
 
 @pytest.mark.parametrize("config", [c for c in CONFIGS if "init_from" in c.read_text()],
                          ids=lambda p: p.stem)
-def test_configs_init_from_fits(config):
-    """A shipped config's init_from is committed and fits its full-size network."""
+def test_configs_init_from_fits(config, tmp_path):
+    """A shipped config's init_from fits its full-size network: a committed checkpoint, or
+    ``runs/NAME/last.pt`` of the config before it in a chain (its [pipeline] name is NAME;
+    runs/ is not committed, so that network is built from the config)."""
     from training.config import load_config
-    from training.train import build_model, warm_start
+    from training.pipeline import load_pipeline
+    from training.train import CHECKPOINT_VERSION, build_model, warm_start
 
     spec, cfg = load_config(config)
-    assert cfg.init_from and not Path(cfg.init_from).is_absolute()
-    warm_start(build_model(spec, cfg), cfg, ROOT / cfg.init_from)
+    source = Path(cfg.init_from)
+    assert cfg.init_from and not source.is_absolute()
+    if source.parts[0] == "runs":
+        assert source.name == "last.pt" and len(source.parts) == 3, cfg.init_from
+        makers = [c for c in CONFIGS if "[pipeline]" in c.read_text()
+                  and load_pipeline(c)[2].name == source.parts[1]]
+        assert len(makers) == 1, f"no config (or several) makes {cfg.init_from}"
+        src_spec, src_cfg = load_config(makers[0])
+        source = tmp_path / "last.pt"
+        torch.save({"format": "rclut-train-checkpoint", "version": CHECKPOINT_VERSION,
+                    "spec": src_spec.to_json(), "train_config": src_cfg.to_dict(),
+                    "model": build_model(src_spec, src_cfg).state_dict(), "step": 1}, source)
+    warm_start(build_model(spec, cfg), cfg, ROOT / source)
 
 
 def _spec(stages, scale=2):
