@@ -335,6 +335,38 @@ def test_init_from_starts_an_x2_run_from_an_x4_network(data_dir, cache_dir, tmp_
         assert "\n" not in str(err.value) and "last.pt" in str(err.value)
 
 
+def test_init_weights_ema_starts_from_the_weight_ema(data_dir, cache_dir, tmp_path):
+    from training.config import ConfigError, load_config
+    from training.train import TrainError, build_model, warm_start
+
+    cfg4 = ROOT / "training" / "configs" / "rclut.toml"
+    train(cfg4, [data_dir], tmp_path / "ema", steps=3, device="cpu", cache_dir=cache_dir,
+          overrides=_overrides(["ema_decay=0.5"]), quiet=True)
+    ck = torch.load(tmp_path / "ema" / "last.pt", weights_only=False)
+    moved = [k for k in ck["ema"] if not torch.equal(ck["ema"][k], ck["model"][k])]
+    assert moved  # the EMA lags the weights, so the test can tell them apart
+    for weights, expected in (("ema", {**ck["model"], **ck["ema"]}), ("network", ck["model"])):
+        spec, cfg = load_config(cfg4, _overrides([f"init_from='{tmp_path / 'ema' / 'last.pt'}'",
+                                                  f"init_weights='{weights}'"]))
+        model = build_model(spec, cfg)
+        assert ("weight EMA" in warm_start(model, cfg, cfg.init_from)) == (weights == "ema")
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in expected.items())
+
+    # a checkpoint without an EMA is refused in one line; the key is checked when loaded
+    train(cfg4, [data_dir], tmp_path / "plain", steps=1, device="cpu", cache_dir=cache_dir,
+          overrides=_overrides(["ema_decay=0"]), quiet=True)
+    spec, cfg = load_config(cfg4, _overrides([f"init_from='{tmp_path / 'plain' / 'last.pt'}'",
+                                              "init_weights='ema'"]))
+    with pytest.raises(TrainError, match="holds no weight EMA") as err:
+        warm_start(build_model(spec, cfg), cfg, cfg.init_from)
+    assert "\n" not in str(err.value)
+    for extra, why in ((["init_weights='mean'"], "must be"),
+                       (["init_weights='ema'", "init_from=''"], "needs init_from")):
+        with pytest.raises(ConfigError, match=why):
+            load_config(cfg4, _overrides(extra))
+
+
 @pytest.mark.parametrize("config", [c for c in CONFIGS if "init_from" in c.read_text()],
                          ids=lambda p: p.stem)
 def test_configs_init_from_fits(config, tmp_path):

@@ -59,6 +59,8 @@ class TrainConfig:
     init_from: str = ""          # a training checkpoint to start the network from (a new run
                                  # only; relative paths from the repository root): same layout,
                                  # any scale, e.g. x2 from the x4 default (train.warm_start)
+    init_weights: str = "network"  # with init_from: "ema" starts from the checkpoint's weight
+                                   # EMA instead of its weights (a long run at peak lr)
     init_new_stage: int = 0      # with init_from: this model's stage k (1-based, not the last)
                                  # is new, set to pass its input through; the source has
                                  # every other stage (train.warm_start); 0 = none
@@ -149,6 +151,11 @@ def load_config(path, overrides: dict | None = None) -> tuple[ModelSpec, TrainCo
         raise ConfigError(f"{path}: [train] init_new_stage needs init_from and a stage from 1 to "
                           f"{len(spec.stages) - 1} (the last stage cannot be new), got "
                           f"{cfg.init_new_stage}")
+    if cfg.init_weights not in ("network", "ema"):
+        raise ConfigError(f"{path}: [train] init_weights must be \"network\" or \"ema\", got "
+                          f"{cfg.init_weights!r}")
+    if cfg.init_weights == "ema" and not cfg.init_from:
+        raise ConfigError(f"{path}: [train] init_weights = \"ema\" needs init_from")
     if cfg.init_new_branches and not cfg.init_from:
         raise ConfigError(f"{path}: [train] init_new_branches needs init_from")
     if cfg.init_new_branches and cfg.init_new_stage:

@@ -216,10 +216,17 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
     is set to pass its input through (:func:`pass_through_init`), so that the deeper network
     starts where the source ends.  With ``[train] init_new_branches`` the stages may hold
     branches the source lacks (:func:`_branch_sources`), e.g. stage-1 D and Y branches beside
-    the source's S ones.  Returns a one-line description for the log."""
+    the source's S ones.  With ``[train] init_weights = "ema"`` the source's weight EMA is
+    copied instead of its weights.  Returns a one-line description for the log."""
     ck = load_checkpoint(path)
     src_spec = ModelSpec.from_json(ck["spec"])
     spec = model.spec
+    weights = ck["model"]
+    if cfg.init_weights == "ema":
+        if not ck.get("ema"):
+            raise TrainError(f"init_from {path}: it holds no weight EMA ([train] init_weights = "
+                             f"\"ema\" needs a run with ema_decay)")
+        weights = {**weights, **ck["ema"]}
     src_cfg = TrainConfig(**ck["train_config"])
     new = cfg.init_new_stage - 1  # 0-based index of the inserted stage; -1 = none
     if src_spec.residual != spec.residual:
@@ -246,7 +253,7 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
     state = model.state_dict()  # an inserted stage keeps its fresh initialisation
     for (tsi, tbi), (ssi, sbi) in sources.items():
         prefix = f"blocks.{array_key(ssi, sbi)}."
-        for name, value in ck["model"].items():
+        for name, value in weights.items():
             if name.startswith(prefix):
                 state[f"blocks.{array_key(tsi, tbi)}.{name[len(prefix):]}"] = value
     if src_spec.scale != spec.scale:
@@ -269,7 +276,8 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
                   f"{mean_err:.2f} levels, max {max_err:.0f})")
     copies = "".join(f"; new branch {label} starts as a copy of {source}"
                      for label, source in added)
-    return (f"network initialised from {Path(path).name} (step {int(ck['step'])}, "
+    which = "the weight EMA of " if cfg.init_weights == "ema" else ""
+    return (f"network initialised from {which}{Path(path).name} (step {int(ck['step'])}, "
             f"x{src_spec.scale} -> x{spec.scale}){fitted}{copies}")
 
 
