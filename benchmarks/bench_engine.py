@@ -65,6 +65,13 @@ def short_name(model) -> str:
     return model.spec.name.split(" ")[0]
 
 
+def model_labels(models, paths) -> list[str]:
+    """Each model's short name, with its file name where two models share one (two RC-LUTs)."""
+    names = [short_name(m) for m in models]
+    return [f"{n} [{Path(p).stem if p else 'embedded'}]" if names.count(n) > 1 else n
+            for n, p in zip(names, paths, strict=True)]
+
+
 # ---- child processes -----------------------------------------------------------------------
 def peak_rss_child(model_path: str | None) -> None:
     """Runs in a fresh process: one 960x540 -> 4K upscale, then report the peak RSS."""
@@ -143,12 +150,13 @@ def main() -> None:
     pil = Image.fromarray(image)
     s = models[0].scale
 
+    names = model_labels(models, paths)
     cases = []  # (label, model index or None, function)
     for mi, model in enumerate(models):
         for luma in (False, True):
             for threads in (1, 2):
                 kind = "luma-only" if luma else "RGB"
-                label = f"{short_name(model)} {kind}, {threads} thread{'s' * (threads > 1)}"
+                label = f"{names[mi]} {kind}, {threads} thread{'s' * (threads > 1)}"
                 cases.append((label, mi, lambda m=model, t=threads, y=luma:
                               m.upscale(image, threads=t, luma_only=y)))
     cases.append(("Pillow bicubic (anchor)", None,
@@ -185,26 +193,26 @@ def main() -> None:
           f"in one launch); the breakdown is of profiled runs with one launch per stage, whose "
           f"total is 'staged'")
     head = " ".join(f"{SECTION_NAMES[k]:>8s}" for k in SECTIONS)
-    print(f"{'':32s} {'ms':>7s} {'x Pillow':>8s} | {'staged':>7s} {head}")
+    print(f"{'':40s} {'ms':>7s} {'x Pillow':>8s} | {'staged':>7s} {head}")
     for label, mi, _ in cases:
         if mi is None:
-            print(f"{label:32s} {med[label]:7.1f} {1.0:8.2f} |")
+            print(f"{label:40s} {med[label]:7.1f} {1.0:8.2f} |")
             continue
         parts = " ".join(f"{1000 * float(np.median(sections[label][k])):8.1f}" for k in SECTIONS)
-        print(f"{label:32s} {med[label]:7.1f} {med[label] / anchor:8.2f} | "
+        print(f"{label:40s} {med[label]:7.1f} {med[label] / anchor:8.2f} | "
               f"{1000 * float(np.median(staged[label])):7.1f} {parts}")
     print(f"load average while timing: {os.getloadavg()[0]:.2f} (2 cores)")
 
     if args.callgrind:
         print("instructions per LR pixel (callgrind, 1 thread, RGB = 3 channels, x86-64-v3 "
               "build):")
-        for path, model in zip(paths + ["pillow"], models + [None], strict=True):
+        for path, name in zip(paths + ["pillow"], names + [None], strict=True):
             n = instructions_per_pixel(path)
-            name = "Pillow bicubic" if model is None else f"{short_name(model)} RGB"
+            name = "Pillow bicubic" if name is None else f"{name} RGB"
             print(f"  {name:30s} {n:10.0f}" if n is not None else f"  {name:30s} n/a")
 
     if not args.no_rss:
-        for path, model in zip(paths, models, strict=True):
+        for path, name in zip(paths, names, strict=True):
             child = subprocess.run([sys.executable, __file__, "--rss-child"]
                                    + (["--model", path] if path else []),
                                    capture_output=True, text=True)
@@ -212,7 +220,7 @@ def main() -> None:
                 last = child.stderr.strip().splitlines()[-1:]
                 sys.exit(f"bench_engine: the memory run failed: {last}")
             r = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"{short_name(model)} 960x540 -> {r['shape'][1]}x{r['shape'][0]} RGB: peak RSS "
+            print(f"{name} 960x540 -> {r['shape'][1]}x{r['shape'][0]} RGB: peak RSS "
                   f"{r['peak_mb']:.0f} MB ({r['before_mb']:.0f} MB before the upscale: "
                   f"interpreter, numba, model), {r['seconds']:.2f} s")
 

@@ -178,10 +178,14 @@ else:
         net = LUTNet(spec).eval()
         NET_SOURCE[name] = "untrained"
         weights = SHARED / "mulut" / "network_2022.npz"
-        # the network of the deployed tables' kind first (a residual last stage or not)
-        deployed = MODELS[name].spec.residual
-        ranked = sorted(checkpoints,
-                        key=lambda pc: ModelSpec.from_json(pc[1]["spec"]).residual != deployed)
+        # the network of the deployed tables' kind first (a residual last stage or not, its
+        # orientations), then the latest
+        deployed = MODELS[name].spec
+
+        def kind_mismatch(pc, deployed=deployed):
+            src = ModelSpec.from_json(pc[1]["spec"])
+            return (src.residual != deployed.residual, src.orientations != deployed.orientations)
+        ranked = sorted(checkpoints, key=kind_mismatch)
         for path, ck in ranked:
             if same_layout(ModelSpec.from_json(ck["spec"]), spec):
                 net = model_from_checkpoint(ck).eval()

@@ -41,7 +41,7 @@ OURS = [  # (row name, bundle relative to the repository root)
     # the superseded RC-LUT defaults and the A/B arms left results/: their figures are rows of
     # docs/history.md ("Arms and superseded models"), their files in git history
     # its step count is the training column's, read from the bundle's budget stamp
-    ("RC-LUT (ours, default model: residual, cooldown branch)",
+    ("RC-LUT (ours, default model: residual, eight orientations)",
      "rclut_numba/models/rclut_x4.npz"),
 ]
 SCALES = (2, 3, 4)
@@ -71,8 +71,12 @@ def budget(spec) -> str:
     if not t:
         return ""
     text = f"{t.get('steps', '?')} steps, {t.get('cpu_hours', '?')} CPU h"
-    if t.get("init_from"):  # a warm start: name the run whose network it started from
-        text = f"{Path(t['init_from']).parent.name} + " + text
+    if t.get("init_from"):  # a warm start: name the run (and its step) it started from
+        source = Path(t["init_from"])
+        run = source.parent.name
+        if "step" in source.stem:  # a committed network, e.g. ema_step30000.pt
+            run += f"/{source.stem}"
+        text = f"{run} + " + text
     if t.get("finetune_steps"):
         ft_hours = t.get("finetune_cpu_hours")
         text += f" + {t['finetune_steps']} LUT ft steps"
