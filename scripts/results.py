@@ -71,12 +71,8 @@ def budget(spec) -> str:
     if not t:
         return ""
     text = f"{t.get('steps', '?')} steps, {t.get('cpu_hours', '?')} CPU h"
-    if t.get("init_from"):  # a warm start: name the run (and its step) it started from
-        source = Path(t["init_from"])
-        run = source.parent.name
-        if "step" in source.stem:  # a committed network, e.g. ema_step30000.pt
-            run += f"/{source.stem}"
-        text = f"{run} + " + text
+    if t.get("init_from"):  # a warm start: name the run whose network it started from
+        text = f"{Path(t['init_from']).parent.name} + " + text
     if t.get("finetune_steps"):
         ft_hours = t.get("finetune_cpu_hours")
         text += f" + {t['finetune_steps']} LUT ft steps"

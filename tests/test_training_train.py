@@ -58,11 +58,12 @@ def _losses(run: Path) -> list[float]:
 def test_every_config_trains_a_few_steps(config, data_dir, cache_dir, tmp_path):
     run = tmp_path / "run"
     # cooldown off: a branch's cooldown ends past these 2 steps (rclut_x2: from step 800)
-    # and no init_from (nor the branches it would seed): its network is full-size
+    # and no init_from (nor the branches or EMA it would seed): its network is full-size
     # (test_configs_init_from_fits checks it)
     losses = train(config, [data_dir], run, steps=2, device="cpu", cache_dir=cache_dir,
                    overrides=_overrides(["cooldown_steps=0", "init_from=''",
-                                         "init_new_branches=false"]), quiet=True)
+                                         "init_new_branches=false", "init_weights='network'"]),
+                   quiet=True)
     assert len(losses) == 2 and all(v == v and v < 10 for v in losses)
     ck = torch.load(run / "last.pt", weights_only=False)
     assert ck["step"] == 2 and ck["format"] == "rclut-train-checkpoint"
@@ -358,7 +359,7 @@ def test_init_weights_ema_starts_from_the_weight_ema(data_dir, cache_dir, tmp_pa
           overrides=_overrides(["ema_decay=0"]), quiet=True)
     spec, cfg = load_config(cfg4, _overrides([f"init_from='{tmp_path / 'plain' / 'last.pt'}'",
                                               "init_weights='ema'"]))
-    with pytest.raises(TrainError, match="holds no weight EMA") as err:
+    with pytest.raises(TrainError, match="holds no EMA weights") as err:
         warm_start(build_model(spec, cfg), cfg, cfg.init_from)
     assert "\n" not in str(err.value)
     for extra, why in ((["init_weights='mean'"], "must be"),
@@ -387,9 +388,13 @@ def test_configs_init_from_fits(config, tmp_path):
         assert len(makers) == 1, f"no config (or several) makes {cfg.init_from}"
         src_spec, src_cfg = load_config(makers[0])
         source = tmp_path / "last.pt"
-        torch.save({"format": "rclut-train-checkpoint", "version": CHECKPOINT_VERSION,
-                    "spec": src_spec.to_json(), "train_config": src_cfg.to_dict(),
-                    "model": build_model(src_spec, src_cfg).state_dict(), "step": 1}, source)
+        state = build_model(src_spec, src_cfg).state_dict()
+        ck = {"format": "rclut-train-checkpoint", "version": CHECKPOINT_VERSION,
+              "spec": src_spec.to_json(), "train_config": src_cfg.to_dict(), "model": state,
+              "step": 1}
+        if src_cfg.ema_decay:  # the maker keeps a weight EMA (init_weights = "ema" reads it)
+            ck["ema"] = {k: v.clone() for k, v in state.items()}
+        torch.save(ck, source)
     warm_start(build_model(spec, cfg), cfg, ROOT / source)
 
 

@@ -171,18 +171,21 @@ def load_checkpoint(path) -> dict:
     return ck
 
 
+def checkpoint_state(ck: dict, ema: bool = False) -> dict:
+    """The checkpoint's network state: its weights, or with ``ema`` their moving average
+    (which covers the parameters; buffers come from the weights)."""
+    if not ema:
+        return ck["model"]
+    if not ck.get("ema"):
+        raise TrainError("the checkpoint holds no EMA weights (its run had no "
+                         "[train] ema_decay)")
+    return {**ck["model"], **ck["ema"]}
+
+
 def model_from_checkpoint(ck: dict, ema: bool = False) -> LUTNet:
     """The checkpoint's network: its weights, or with ``ema`` their moving average."""
-    spec = ModelSpec.from_json(ck["spec"])
-    cfg = TrainConfig(**ck["train_config"])
-    model = build_model(spec, cfg)
-    state = ck["model"]
-    if ema:
-        if not ck.get("ema"):
-            raise TrainError("the checkpoint holds no EMA weights (its run had no "
-                             "[train] ema_decay)")
-        state = {**state, **ck["ema"]}
-    model.load_state_dict(state)
+    model = build_model(ModelSpec.from_json(ck["spec"]), TrainConfig(**ck["train_config"]))
+    model.load_state_dict(checkpoint_state(ck, ema))
     return model
 
 
@@ -221,12 +224,10 @@ def warm_start(model: LUTNet, cfg: TrainConfig, path) -> str:
     ck = load_checkpoint(path)
     src_spec = ModelSpec.from_json(ck["spec"])
     spec = model.spec
-    weights = ck["model"]
-    if cfg.init_weights == "ema":
-        if not ck.get("ema"):
-            raise TrainError(f"init_from {path}: it holds no weight EMA ([train] init_weights = "
-                             f"\"ema\" needs a run with ema_decay)")
-        weights = {**weights, **ck["ema"]}
+    try:
+        weights = checkpoint_state(ck, ema=cfg.init_weights == "ema")
+    except TrainError as e:
+        raise TrainError(f"init_from {path}: {e}") from None
     src_cfg = TrainConfig(**ck["train_config"])
     new = cfg.init_new_stage - 1  # 0-based index of the inserted stage; -1 = none
     if src_spec.residual != spec.residual:
